@@ -1,0 +1,695 @@
+"""Double Deep Q-Learning on Atari games, in one file: Double DQN (van Hasselt et al. 2016, "Deep
+Reinforcement Learning with Double Q-learning"), the third fix of Unit 3 of the Hugging Face Deep RL course.
+
+    python ddqn_atari.py --env-id SpaceInvadersNoFrameskip-v4 --track
+
+This is dqn_atari.py with one change, the TD target; `diff dqn_atari.py ddqn_atari.py` shows it.
+DQN's target takes the max over the target network's Q-values of the next state: the same noisy
+estimates both choose the best next action and value it, so an action whose value is overestimated
+by chance is the one chosen, and the overestimation of Q-values feeds on itself. Double DQN decouples
+the action selection from the target Q-value generation: the DQN network (q_network) selects the
+best next action, the target network values that action. Everything else (experience replay, the
+fixed Q-target, epsilon-greedy, the Atari preprocessing, every flag and default) is dqn_atari.py's.
+"""
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)  # ale-py >= 0.9 ships the ROMs; this makes "SpaceInvadersNoFrameskip-v4" known to gym.make
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use the GPU when there is one (the CPU otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "dqn-course"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the model into the `runs/{run_name}` folder, then evaluate it"""
+    eval_episodes: int = 10
+    """the number of full games played by the final evaluation"""
+    eval_only: Optional[str] = None
+    """path of a saved model to evaluate without training"""
+
+    # Algorithm specific arguments
+    env_id: str = "SpaceInvadersNoFrameskip-v4"
+    """the id of the Atari game"""
+    total_timesteps: int = 10_000_000
+    """total environment steps of the experiment"""
+    learning_rate: float = 1e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of games played in parallel"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size (1M frames: about 7.1 GB)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 1.0
+    """the target network update rate (1.0: a full copy)"""
+    target_network_frequency: int = 1000
+    """the environment steps it takes to update the target network"""
+    batch_size: int = 32
+    """the batch size of sample from the replay memory"""
+    start_e: float = 1
+    """the starting epsilon for exploration"""
+    end_e: float = 0.01
+    """the ending epsilon for exploration"""
+    exploration_fraction: float = 0.10
+    """the fraction of `total-timesteps` it takes from start-e to go end-e"""
+    learning_starts: int = 80000
+    """environment steps before learning starts"""
+    train_frequency: int = 4
+    """the environment steps per gradient step"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2, without a traceback."""
+
+
+# ENVIRONMENT: the Atari preprocessing of the Nature paper, one small wrapper per idea
+class NoopResetEnv(gym.Wrapper):
+    """Start each game with 1 to `noop_max` no-ops, so games do not all begin in the same state."""
+
+    def __init__(self, env, noop_max=30):
+        super().__init__(env)
+        self.noop_max = noop_max
+        assert env.unwrapped.get_action_meanings()[0] == "NOOP"
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        noops = self.unwrapped.np_random.integers(1, self.noop_max + 1)  # seeded by reset(seed=...)
+        for _ in range(noops):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkipEnv(gym.Wrapper):
+    """Repeat the action for `skip` frames, sum the rewards, return the max of the last two frames.
+
+    Why the max: the Atari draws some sprites only on every other frame (flicker); the pixel-wise max
+    of two consecutive frames shows everything that is on screen."""
+
+    def __init__(self, env, skip=4):
+        super().__init__(env)
+        self.skip = skip
+        self.frames = np.zeros((2, *env.observation_space.shape), dtype=np.uint8)
+
+    def step(self, action):
+        total_reward = 0.0
+        for i in range(self.skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.frames[i % 2] = obs
+            total_reward += reward
+            if terminated or truncated:
+                break
+        # after a one-frame step (the game ended on it) the other frame is from an earlier step: not maxed
+        last = self.frames[i % 2]
+        obs = last.copy() if i == 0 else np.maximum(last, self.frames[(i + 1) % 2])
+        return obs, total_reward, terminated, truncated, info
+
+
+class EpisodicLifeEnv(gym.Wrapper):
+    """Training only: a lost life ends the episode for the agent (its value does not bootstrap past a
+    death), while the game itself resets only at game over. Evaluation plays full games."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.unwrapped.ale.lives()
+        if 0 < lives < self.lives:  # some games (Qbert) sit at 0 lives for a few frames: that is not a loss
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:  # a life was lost: keep playing the same game (a no-op moves it past the death)
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.lives = self.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireResetEnv(gym.Wrapper):
+    """Press FIRE after each reset: games like Breakout wait for it, and an agent that has not yet
+    learned to press it would stand still for the whole episode."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        assert env.unwrapped.get_action_meanings()[1] == "FIRE"
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        for action in (1, 2):  # FIRE, then another action, as OpenAI's baselines do
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                self.env.reset(**kwargs)
+        return obs, info
+
+
+class ClipRewardEnv(gym.RewardWrapper):
+    """Training only: rewards become -1, 0 or +1, so one learning rate fits every game's score scale."""
+
+    def reward(self, reward):
+        return float(np.sign(reward))
+
+
+def make_env(env_id, seed, idx, capture_video, run_name, training=True):
+    def thunk():
+        if multiprocessing.parent_process() is not None:
+            # Ctrl-C reaches every process of the terminal: the game processes ignore it, so that the
+            # main process can save the model and close them in order
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the ALE renders the grayscale screen itself (cheaper than converting RGB frames in Python);
+        # frameskip=1 because MaxAndSkipEnv does the skipping ("ALE/...-v5" would skip 4 by default)
+        env = gym.make(env_id, obs_type="grayscale", frameskip=1, render_mode="rgb_array" if capture_video else None)
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", disable_logger=True)
+        # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+
+        env = NoopResetEnv(env, noop_max=30)
+        env = MaxAndSkipEnv(env, skip=4)
+        if training:
+            env = EpisodicLifeEnv(env)
+        if "FIRE" in env.unwrapped.get_action_meanings():
+            env = FireResetEnv(env)
+        if training:
+            env = ClipRewardEnv(env)
+        env = gym.wrappers.ResizeObservation(env, (84, 84))
+        # frame stacking: one frame cannot show motion (the temporal limitation), four can
+        env = gym.wrappers.FrameStackObservation(env, 4)
+
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def check_atari_env_id(env_id):
+    """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
+    if env_id not in gym.registry:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else "Atari ids look like PongNoFrameskip-v4."
+        raise UsageError(f"unknown environment id '{env_id}': {hint}")
+    entry_point = str(gym.registry[env_id].entry_point)
+    if not entry_point.startswith("ale_py"):
+        raise UsageError(
+            f"'{env_id}' is not an Atari game: this script learns from screen pixels, e.g. --env-id "
+            "PongNoFrameskip-v4 (for FrozenLake or Taxi use dqn_frozenlake_tabular.py)"
+        )
+
+
+# ALGO LOGIC: the Deep Q-Network of the Nature paper
+class QNetwork(nn.Module):
+    def __init__(self, n_actions):
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3136, 512),
+            nn.ReLU(),
+            nn.Linear(512, n_actions),
+        )
+
+    def forward(self, x):
+        # frames are stored as uint8 (4x less memory); the network sees floats in [0, 1].
+        # channels-last is only a memory layout: the same numbers, but faster convolutions on CPUs and GPUs
+        x = x.to(memory_format=torch.channels_last, dtype=torch.float32) / 255.0
+        return self.network(x)
+
+
+# EXPERIENCE REPLAY: a replay memory that stores each 84x84 frame once
+class ReplayBatch(NamedTuple):
+    observations: torch.Tensor  # (B, 4, 84, 84) uint8
+    actions: torch.Tensor  # (B, 1) int64
+    rewards: torch.Tensor  # (B,) float32
+    next_observations: torch.Tensor  # (B, 4, 84, 84) uint8
+    dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
+
+
+class ReplayBuffer:
+    """Stores each frame once and rebuilds the 4-frame stacks when it samples.
+
+    A stack of 4 frames shares 3 of them with the next stack, so storing obs and next_obs as stacks
+    keeps every frame 8 times (1M transitions: 56 GB). Here each game writes its frames in order into
+    its own ring; slot i holds the newest frame of the observation the agent acted on, and the
+    action, reward and termination that followed. The next observation's newest frame is slot i + 1.
+    When an episode ends, its last frame takes one extra slot, and the next episode starts after it.
+    A stack reaching back past an episode's first frame repeats that frame, as FrameStackObservation
+    does after a reset. 1M frames take 7.1 GB (CleanRL's buffer: 28 GB)."""
+
+    def __init__(self, buffer_size, num_envs, frame_shape, device, seed):
+        self.capacity = buffer_size // num_envs  # slots per game
+        self.num_envs = num_envs
+        self.device = device
+        self.frames = torch.empty((num_envs, self.capacity, *frame_shape), dtype=torch.uint8, device=device)
+        self.actions = np.zeros((num_envs, self.capacity), dtype=np.uint8)
+        self.rewards = np.zeros((num_envs, self.capacity), dtype=np.float32)
+        self.dones = np.zeros((num_envs, self.capacity), dtype=bool)
+        self.first = np.zeros((num_envs, self.capacity), dtype=bool)  # first frame of an episode
+        self.valid = np.zeros((num_envs, self.capacity), dtype=bool)  # slot starts a complete transition
+        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next
+        self.filled = 0  # highest slot count written by any game
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def bytes_per_slot(frame_shape):
+        return int(np.prod(frame_shape)) + 1 + 4 + 1 + 1 + 1  # frame, action, reward, done, first, valid
+
+    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
+        """Add one step of every game whose `store` is true; `first` marks an episode's first observation."""
+        env_ids = np.flatnonzero(store)
+        if len(env_ids) == 0:
+            return
+        ended = terminations[env_ids] | truncations[env_ids]
+        slot = self.pos[env_ids]
+        nxt = (slot + 1) % self.capacity
+        ids = torch.as_tensor(env_ids, device=self.device)
+        self.frames[ids, torch.as_tensor(slot, device=self.device)] = torch.as_tensor(obs[env_ids, -1]).to(self.device)
+        # the next observation's newest frame goes to the next slot; if the episode goes on, the next
+        # add() finds it there as its own observation's frame and writes the same frame again
+        self.frames[ids, torch.as_tensor(nxt, device=self.device)] = torch.as_tensor(next_obs[env_ids, -1]).to(self.device)
+        self.actions[env_ids, slot] = actions[env_ids]
+        self.rewards[env_ids, slot] = rewards[env_ids]
+        self.dones[env_ids, slot] = terminations[env_ids]  # truncation is not terminal: it bootstraps
+        self.first[env_ids, slot] = first[env_ids]
+        self.valid[env_ids, slot] = True
+        self.first[env_ids, nxt] = False
+        self.valid[env_ids, nxt] = False  # its next frame is not known yet
+        # the oldest slots, just ahead of the write position, would now read the new frames as their past
+        for k in (2, 3, 4):
+            self.valid[env_ids, (slot + k) % self.capacity] = False
+        self.pos[env_ids] = (slot + 1 + ended) % self.capacity
+        self.filled = min(self.capacity, max(self.filled, int(slot.max()) + 2))
+
+    def sample(self, batch_size):
+        env_ids = self.rng.integers(self.num_envs, size=batch_size)
+        slots = self.rng.integers(self.filled, size=batch_size)
+        bad = ~self.valid[env_ids, slots]
+        while bad.any():  # a few slots start no transition (an episode's last frame, the write position): redraw them
+            env_ids[bad] = self.rng.integers(self.num_envs, size=bad.sum())
+            slots[bad] = self.rng.integers(self.filled, size=bad.sum())
+            bad = ~self.valid[env_ids, slots]
+        # frames slot-3 .. slot+1: the observation is the first four, the next observation the last four
+        window = (slots[:, None] + np.arange(-3, 2)) % self.capacity
+        for k in (2, 1, 0):  # from the newest frame back: before an episode's first frame, repeat it
+            window[:, k] = np.where(self.first[env_ids, window[:, k + 1]], window[:, k + 1], window[:, k])
+        frames = self.frames[torch.as_tensor(env_ids[:, None], device=self.device), torch.as_tensor(window, device=self.device)]
+
+        def to_device(x, dtype):
+            return torch.as_tensor(x, dtype=dtype).to(self.device, non_blocking=True)
+
+        return ReplayBatch(
+            observations=frames[:, :4],
+            actions=to_device(self.actions[env_ids, slots], torch.int64).unsqueeze(1),
+            rewards=to_device(self.rewards[env_ids, slots], torch.float32),
+            next_observations=frames[:, 1:],
+            dones=to_device(self.dones[env_ids, slots], torch.float32),
+        )
+
+
+def available_memory_bytes(device):
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+    slope = (end_e - start_e) / duration
+    return max(slope * t + start_e, end_e)
+
+
+def compute_td_target(q_network, target_network, batch, gamma):
+    """The TD target (Q-target): reward + gamma * value of the next state, 0 past a terminal state."""
+    # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
+    with torch.no_grad():
+        # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
+        # Double DQN: the DQN network picks the best next action, the target network values it
+        next_actions = q_network(batch.next_observations).argmax(dim=1, keepdim=True)
+        target_max = target_network(batch.next_observations).gather(1, next_actions).squeeze(1)
+        # --- end of the TD target block ---
+        return batch.rewards + gamma * target_max * (1 - batch.dones)
+
+
+def check_args(args: Args):
+    problems = [
+        (args.total_timesteps < 1, "--total-timesteps must be positive"),
+        (args.learning_rate <= 0, f"--learning-rate must be positive (got {args.learning_rate}); the default is 1e-4"),
+        (args.num_envs < 1, "--num-envs must be at least 1"),
+        (args.buffer_size < 5 * args.num_envs, "--buffer-size must hold at least 5 frames per game"),
+        (args.batch_size < 1, "--batch-size must be at least 1"),
+        (
+            args.batch_size > args.buffer_size,
+            f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}: "
+            "the replay memory cannot fill a batch",
+        ),
+        (
+            args.learning_starts >= args.total_timesteps,
+            f"--learning-starts {args.learning_starts} is not below --total-timesteps {args.total_timesteps}: "
+            "the agent would never learn; lower --learning-starts or raise --total-timesteps",
+        ),
+        (args.learning_starts < args.batch_size, "--learning-starts must be at least --batch-size"),
+        (not 0 <= args.gamma <= 1, "--gamma must be in [0, 1]"),
+        (not 0 < args.tau <= 1, "--tau must be in (0, 1]"),
+        (args.train_frequency < 1, "--train-frequency must be at least 1"),
+        (args.target_network_frequency < 1, "--target-network-frequency must be at least 1"),
+        (not 0 <= args.end_e <= args.start_e <= 1, "epsilon needs 0 <= --end-e <= --start-e <= 1"),
+        (not 0 < args.exploration_fraction <= 1, "--exploration-fraction must be in (0, 1]"),
+        (args.eval_episodes < 0, "--eval-episodes cannot be negative"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise UsageError(message)
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401  (gymnasium's RecordVideo writes mp4 files with it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy to encode videos: pip install moviepy")
+
+
+def start_wandb(args, run_name):
+    """wandb with the TensorBoard scalars; with no login, an offline run that can be synced later."""
+    import wandb
+
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or wandb.api.api_key is not None
+    mode = os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
+    if mode == "offline" and not os.environ.get("WANDB_MODE"):
+        print("wandb: not logged in, logging offline; upload later with `wandb sync wandb/offline-run-*` (after `wandb login`)")
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        sync_tensorboard=True,
+        config=vars(args),
+        name=run_name,
+        save_code=True,
+        mode=mode,
+    )
+
+
+def select_device(args):
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def save_model(path, q_network, args):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": q_network.state_dict(), "args": asdict(args)}, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the write leaves no half-written model
+
+
+def load_model(path, device):
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        n_actions = saved["model"]["network.9.weight"].shape[0]
+        q_network = QNetwork(n_actions).to(device)
+        q_network.load_state_dict(saved["model"])
+    except FileNotFoundError:
+        raise UsageError(f"no saved model at '{path}': pass the .pt file written by --save-model")
+    except Exception as e:
+        raise UsageError(f"'{path}' is not a model saved by this script ({type(e).__name__}): pass the .pt file written by --save-model")
+    return q_network.to(memory_format=torch.channels_last), saved["args"]
+
+
+def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, capture_video=False, seed=0, make_env=make_env):
+    """Play full games (no episodic life, real rewards) with epsilon-greedy actions; return their scores."""
+    env = make_env(env_id, seed, 0, capture_video, run_name, training=False)()
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    episodic_returns = []
+    while len(episodic_returns) < eval_episodes:
+        if rng.random() < epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            episodic_returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    env.close()
+    return episodic_returns
+
+
+def report_evaluation(returns, writer=None):
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    print(f"evaluation over {len(returns)} games: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
+    if writer is not None:
+        for idx, episodic_return in enumerate(returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+    return mean, std
+
+
+class Progress:
+    """A tqdm bar on a terminal; a plain line every few thousand steps in a log file."""
+
+    def __init__(self, total, initial=0, every=5000):
+        self.bar = None
+        self.every = every
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+        self.last = initial
+
+    def update(self, global_step, sps, recent_return, epsilon):
+        text = f"SPS={sps} return={recent_return:.1f} epsilon={epsilon:.3f}"
+        if self.bar is not None:
+            self.bar.update(global_step - self.last)
+            self.bar.set_postfix_str(text, refresh=False)
+            self.last = global_step
+        elif global_step // self.every > self.last // self.every:
+            print(f"global_step={global_step} {text}", flush=True)
+            self.last = global_step
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(args: Args, make_env=make_env):
+    """Train a Deep Q-Network; returns the run name and, after --save-model, the evaluation scores."""
+    check_args(args)
+    if make_env is globals()["make_env"]:  # tests pass environments of their own
+        check_atari_env_id(args.env_id)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    device = select_device(args)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    frame_shape = (84, 84)
+    needed = args.buffer_size * ReplayBuffer.bytes_per_slot(frame_shape)
+    available = available_memory_bytes(device)
+    print(f"replay buffer: {args.buffer_size:,} frames, {needed / 1e9:.2f} GB on {device.type}")
+    if needed > 0.9 * available:
+        fits = int(0.8 * available / ReplayBuffer.bytes_per_slot(frame_shape))
+        raise UsageError(
+            f"a replay buffer of {args.buffer_size:,} frames needs {needed / 1e9:.1f} GB but only "
+            f"{available / 1e9:.1f} GB is available: use --buffer-size {fits} or less"
+        )
+
+    # env setup: each game runs in its own process, so it steps while the network learns
+    envs = gym.vector.AsyncVectorEnv(
+        [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    wandb_run = start_wandb(args, run_name) if args.track else None
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cuda")
+    # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
+    target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
+    target_network.load_state_dict(q_network.state_dict())
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, device, args.seed)
+    rng = np.random.default_rng(args.seed)  # exploration
+
+    start_time = time.time()
+    global_step = 0
+    updates = 0
+    recent_returns = []
+    progress = Progress(args.total_timesteps)
+    model_path = Path(f"runs/{run_name}/{args.exp_name}.pt")
+    interrupted = False
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = envs.reset(seed=args.seed)
+    first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
+    autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
+    try:
+        while global_step < args.total_timesteps:
+            # ALGO LOGIC: put action logic here
+            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
+            greedy = rng.random(args.num_envs) >= epsilon
+            if greedy.any():
+                with torch.no_grad():
+                    q_values = q_network(torch.as_tensor(obs[greedy], device=device))
+                actions[greedy] = q_values.argmax(dim=1).cpu().numpy()
+
+            # TRY NOT TO MODIFY: the games play the actions while the network learns below
+            envs.step_async(actions)
+
+            # ALGO LOGIC: training, one gradient step every `train_frequency` environment steps
+            due = max(0, (global_step - args.learning_starts) // args.train_frequency)
+            while updates < due:
+                data = rb.sample(args.batch_size)
+                td_target = compute_td_target(q_network, target_network, data, args.gamma)
+                old_val = q_network(data.observations).gather(1, data.actions).squeeze(1)
+                loss = F.mse_loss(old_val, td_target)
+
+                # optimize the model
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                updates += 1
+
+                if updates % 100 == 0:  # .item() waits for the GPU: only when logging
+                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", old_val.mean().item(), global_step)
+
+                # update the fixed Q-target every `target_network_frequency` environment steps
+                if (updates * args.train_frequency) % args.target_network_frequency < args.train_frequency:
+                    for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
+
+            next_obs, rewards, terminations, truncations, infos = envs.step_wait()
+            global_step += args.num_envs
+
+            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodic_return = float(infos["episode"]["r"][i])
+                    recent_returns = (recent_returns + [episodic_return])[-20:]
+                    writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+            # TRY NOT TO MODIFY: save data to the replay buffer. The step after an episode end only
+            # reset that game (gymnasium's next-step autoreset): it is no transition, nothing to store
+            rb.add(obs, actions, rewards, next_obs, terminations, truncations, first, store=~autoreset)
+            first = autoreset  # after a reset step, next_obs is an episode's first observation
+            autoreset = terminations | truncations
+
+            # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+            obs = next_obs
+
+            if global_step % 1000 < args.num_envs:
+                sps = int(global_step / (time.time() - start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/epsilon", epsilon, global_step)
+                progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else 0.0, epsilon)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted at step {global_step}: saving the model so far")
+    finally:
+        progress.close()
+        envs.close()
+
+    eval_returns = []
+    if args.save_model or interrupted:
+        save_model(model_path, q_network, args)
+        print(f"model saved to {model_path}")
+    if args.save_model and not interrupted and args.eval_episodes > 0:
+        eval_returns = evaluate(
+            q_network, args.env_id, args.eval_episodes, f"{run_name}-eval", device, epsilon=0.05,
+            capture_video=args.capture_video, seed=args.seed, make_env=make_env,
+        )
+        report_evaluation(eval_returns, writer)
+    writer.close()
+    if wandb_run is not None:
+        if args.capture_video:
+            import wandb
+
+            for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
+                wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
+        wandb_run.finish()
+    if interrupted:
+        print(f"evaluate it with: python {os.path.basename(__file__)} --eval-only {model_path} --env-id {args.env_id}")
+    return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+
+
+def eval_only(args: Args):
+    device = select_device(args)
+    q_network, saved_args = load_model(args.eval_only, device)
+    env_id = saved_args.get("env_id", args.env_id)
+    check_atari_env_id(env_id)
+    run_name = f"{env_id}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
+    returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
+    report_evaluation(returns)
+    return returns
+
+
+def main(argv=None):
+    args = tyro.cli(Args, args=argv)
+    try:
+        if args.eval_only:
+            eval_only(args)
+        else:
+            train(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
