@@ -20,10 +20,11 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -59,10 +60,18 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save the model into the `runs/{run_name}` folder, then evaluate it"""
+    upload_model: bool = False
+    """whether to upload the saved model and its evaluation to the Hugging Face Hub"""
+    hf_entity: str = ""
+    """the user or org name of the model repository from the Hugging Face Hub"""
     eval_episodes: int = 10
     """the number of full games played by the final evaluation"""
     eval_only: Optional[str] = None
-    """path of a saved model to evaluate without training"""
+    """a saved model to evaluate without training: a file path or a Hugging Face Hub repo id"""
+    checkpoint_frequency: int = 500_000
+    """environment steps between the checkpoints that --resume continues from (0: none)"""
+    resume: Optional[str] = None
+    """a run folder (runs/{run_name}) to continue from its last checkpoint"""
 
     # Algorithm specific arguments
     env_id: str = "SpaceInvadersNoFrameskip-v4"
@@ -357,6 +366,31 @@ class ReplayBuffer:
             dones=to_device(self.dones[env_ids, slots], torch.float32),
         )
 
+    ARRAYS = ("actions", "rewards", "dones", "first", "valid")
+
+    def save(self, folder):
+        """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed."""
+        np.save(folder / "frames.npy", self.frames[:, : self.filled].cpu().numpy())
+        arrays = {name: getattr(self, name)[:, : self.filled] for name in self.ARRAYS}
+        np.savez(folder / "replay.npz", pos=self.pos, rng=json.dumps(self.rng.bit_generator.state), **arrays)
+
+    def load(self, folder):
+        saved = np.load(folder / "replay.npz")
+        frames = np.load(folder / "frames.npy", mmap_mode="r")  # read in chunks, never twice in memory
+        filled = frames.shape[1]
+        if frames.shape[0] != self.num_envs or filled > self.capacity or frames.shape[2:] != self.frames.shape[2:]:
+            raise ValueError(f"replay buffer of shape {frames.shape}, expected {tuple(self.frames.shape)}")
+        for start in range(0, filled, 50_000):
+            chunk = np.array(frames[:, start : start + 50_000])
+            self.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(self.device)
+        for name in self.ARRAYS:
+            getattr(self, name)[:, :filled] = saved[name]
+        self.filled = filled
+        self.rng.bit_generator.state = json.loads(str(saved["rng"]))
+        # the episodes cut by the checkpoint end there: their last frame keeps its slot, the games restart
+        cut = self.valid[np.arange(self.num_envs), (saved["pos"] - 1) % self.capacity]
+        self.pos = (saved["pos"] + cut) % self.capacity
+
 
 def available_memory_bytes(device):
     if device.type == "cuda":
@@ -410,6 +444,8 @@ def check_args(args: Args):
         (not 0 <= args.end_e <= args.start_e <= 1, "epsilon needs 0 <= --end-e <= --start-e <= 1"),
         (not 0 < args.exploration_fraction <= 1, "--exploration-fraction must be in (0, 1]"),
         (args.eval_episodes < 0, "--eval-episodes cannot be negative"),
+        (args.upload_model and args.eval_episodes < 1, "--upload-model needs an evaluation: --eval-episodes of at least 1"),
+        (args.checkpoint_frequency < 0, "--checkpoint-frequency cannot be negative (0 turns checkpoints off)"),
     ]
     for bad, message in problems:
         if bad:
@@ -421,14 +457,14 @@ def check_args(args: Args):
             raise UsageError("--capture-video needs moviepy to encode videos: pip install moviepy")
 
 
-def start_wandb(args, run_name):
+def start_wandb(args, run_name, run_id=None):
     """wandb with the TensorBoard scalars; with no login, an offline run that can be synced later."""
     import wandb
 
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or wandb.api.api_key is not None
-    mode = os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
-    if mode == "offline" and not os.environ.get("WANDB_MODE"):
-        print("wandb: not logged in, logging offline; upload later with `wandb sync wandb/offline-run-*` (after `wandb login`)")
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None and not wandb.login(prompt=False, verify=False):  # never ask for a key on the terminal
+        mode = "offline"
+        print("wandb: not logged in, logging offline; upload later with `wandb login && wandb sync wandb/offline-run-*`")
     return wandb.init(
         project=args.wandb_project_name,
         entity=args.wandb_entity,
@@ -437,6 +473,8 @@ def start_wandb(args, run_name):
         name=run_name,
         save_code=True,
         mode=mode,
+        id=run_id,  # on --resume, the same wandb run
+        resume="allow" if run_id else None,
     )
 
 
@@ -464,6 +502,154 @@ def load_model(path, device):
     except Exception as e:
         raise UsageError(f"'{path}' is not a model saved by this script ({type(e).__name__}): pass the .pt file written by --save-model")
     return q_network.to(memory_format=torch.channels_last), saved["args"]
+
+
+def save_checkpoint(run_dir, state, rb):
+    """Write what --resume needs into a new folder, then point checkpoint.json at it. Renames are
+    atomic, so a kill at any moment leaves the previous checkpoint whole and pointed at."""
+    folder = run_dir / f"checkpoint-{state['global_step']}"
+    partial = run_dir / "checkpoint.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.save(state, partial / "state.pt")
+    rb.save(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
+    os.replace(run_dir / "checkpoint.json.partial", run_dir / "checkpoint.json")
+    for old in run_dir.glob("checkpoint-*"):
+        if old != folder:
+            shutil.rmtree(old)
+
+
+RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
+                    "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency")
+
+
+def load_checkpoint(run_dir, args: Args):
+    """The state of the last checkpoint of a run folder, and the run's own arguments."""
+    try:
+        pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
+        folder = Path(run_dir) / pointer["folder"]
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+        saved = Args(**state["args"])
+    except FileNotFoundError:
+        raise UsageError(f"no checkpoint in '{run_dir}': pass a run folder runs/<run_name> of a run with --checkpoint-frequency > 0")
+    except Exception as e:
+        raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}: {e}); start a new run instead")
+    if state["script"] != os.path.basename(__file__):
+        raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
+    # the run keeps its own arguments; flags given with --resume may extend it or change what is
+    # logged and saved, but not the game or the algorithm
+    for field in fields(Args):
+        given, saved_value = getattr(args, field.name), getattr(saved, field.name)
+        if given == field.default or given == saved_value:
+            continue
+        if field.name in RESUME_OVERRIDES:
+            setattr(saved, field.name, given)
+        else:
+            flag = "--" + field.name.replace("_", "-")
+            raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
+    return state, folder, saved
+
+
+def hub_repo_id(args: Args):
+    repo_name = f"{args.env_id}-{args.exp_name}-seed{args.seed}"
+    return f"{args.hf_entity}/{repo_name}" if args.hf_entity else repo_name
+
+
+def build_hub_folder(args: Args, run_name, model_path, eval_returns, video_folder):
+    """runs/{run_name}/hub/: the weights, this script, the args, a video and a model card with the
+    metadata that the course leaderboard reads (env id as dataset, mean_reward as "mean +/- std")."""
+    folder = model_path.parent / "hub"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, folder / model_path.name)
+    shutil.copy(__file__, folder / os.path.basename(__file__))
+    (folder / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    videos = sorted(Path(video_folder).glob("*.mp4"), key=os.path.getmtime)
+    if videos:
+        shutil.copy(videos[-1], folder / "replay.mp4")
+    mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
+    script = os.path.basename(__file__)
+    (folder / "README.md").write_text(f"""---
+tags:
+- {args.env_id}
+- deep-reinforcement-learning
+- reinforcement-learning
+- custom-implementation
+library_name: pytorch
+model-index:
+- name: {args.exp_name}
+  results:
+  - task:
+      type: reinforcement-learning
+      name: reinforcement-learning
+    dataset:
+      name: {args.env_id}
+      type: {args.env_id}
+    metrics:
+    - type: mean_reward
+      value: {mean:.2f} +/- {std:.2f}
+      name: mean_reward
+      verified: false
+---
+
+# {args.exp_name} playing {args.env_id}
+
+A Deep Q-Learning agent trained with `{script}` for {args.total_timesteps:,} environment steps (seed {args.seed}).
+Evaluation: {len(eval_returns)} full game(s) at epsilon 0.05, {mean:.2f} +/- {std:.2f}.
+
+Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
+
+```sh
+python {script} --eval-only {hub_repo_id(args)} --capture-video
+```
+
+Arguments of the run: `args.json`. Train it again:
+
+```sh
+python {script} {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k in ("env_id", "seed", "total_timesteps"))}
+```
+""")
+    return folder
+
+
+def upload_folder_to_hub(repo_id, folder):
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_url = api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.parent.name}")
+    return repo_url
+
+
+def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
+    """Upload the hub folder; without a login or a network the folder stays, with the command that uploads it."""
+    from huggingface_hub import get_token
+
+    folder = build_hub_folder(args, run_name, model_path, eval_returns, video_folder)
+    repo_id = hub_repo_id(args)
+    later = f"the files are in {folder}; upload them with: hf auth login && hf upload {repo_id} {folder} ."
+    if get_token() is None:
+        print(f"not logged in to the Hugging Face Hub: {later}")
+        return
+    try:
+        print(f"uploaded to {upload_folder_to_hub(repo_id, folder)}")
+    except Exception as e:
+        print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
+
+
+def resolve_model_path(path_or_repo):
+    """A local file, or a Hub repo id (user/name) whose .pt file is downloaded."""
+    if os.path.exists(path_or_repo) or path_or_repo.count("/") != 1:
+        return path_or_repo
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        filename = next(f for f in HfApi().list_repo_files(path_or_repo) if f.endswith(".pt"))
+        return hf_hub_download(path_or_repo, filename)
+    except Exception as e:
+        raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
 
 
 def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, capture_video=False, seed=0, make_env=make_env):
@@ -523,11 +709,15 @@ class Progress:
 
 
 def train(args: Args, make_env=make_env):
-    """Train a Deep Q-Network; returns the run name and, after --save-model, the evaluation scores."""
+    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
+    state = None
+    if args.resume:  # the run's own arguments, from its last checkpoint
+        state, checkpoint_folder, args = load_checkpoint(args.resume, args)
     check_args(args)
     if make_env is globals()["make_env"]:  # tests pass environments of their own
         check_atari_env_id(args.env_id)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = state["run_name"] if state else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(f"runs/{run_name}")
     device = select_device(args)
 
     # TRY NOT TO MODIFY: seeding
@@ -554,13 +744,6 @@ def train(args: Args, make_env=make_env):
     )
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    wandb_run = start_wandb(args, run_name) if args.track else None
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
-
     q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cuda")
     # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
@@ -568,20 +751,60 @@ def train(args: Args, make_env=make_env):
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, device, args.seed)
     rng = np.random.default_rng(args.seed)  # exploration
+    global_step, updates = 0, 0
+    if state:  # all of it is checked before anything is written into the run folder
+        try:
+            q_network.load_state_dict(state["q_network"])
+            target_network.load_state_dict(state["target_network"])
+            optimizer.load_state_dict(state["optimizer"])
+            rb.load(checkpoint_folder)
+        except Exception as e:
+            envs.close()
+            raise UsageError(f"the checkpoint in '{args.resume}' does not fit this game's network or buffer ({type(e).__name__}); start a new run instead")
+        rng.bit_generator.state = state["explore_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        global_step, updates = state["global_step"], state["updates"]
+        print(f"resuming {run_name} at step {global_step:,}: the games start new episodes")
 
-    start_time = time.time()
-    global_step = 0
-    updates = 0
+    # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
+    writer = SummaryWriter(str(run_dir), purge_step=global_step if state else None)
+    wandb_run = start_wandb(args, run_name, state["wandb_id"] if state else None) if args.track else None
+    if not state:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+
+    def checkpoint():
+        save_checkpoint(run_dir, {
+            "script": os.path.basename(__file__), "run_name": run_name, "args": asdict(args),
+            "global_step": global_step, "updates": updates, "q_network": q_network.state_dict(),
+            "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
+            "explore_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "wandb_id": wandb_run.id if wandb_run else None,
+        }, rb)  # fmt: skip
+
+    # Ctrl-C (or a SIGTERM) asks the loop to stop after the current step, so that the checkpoint
+    # is consistent; a second Ctrl-C stops at once
+    stop_requests = []
+
+    def request_stop(signum, frame):
+        stop_requests.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    start_time, start_step = time.time(), global_step
     recent_returns = []
-    progress = Progress(args.total_timesteps)
-    model_path = Path(f"runs/{run_name}/{args.exp_name}.pt")
+    progress = Progress(args.total_timesteps, initial=global_step)
+    model_path = run_dir / f"{args.exp_name}.pt"
     interrupted = False
     # TRY NOT TO MODIFY: start the game
-    obs, _ = envs.reset(seed=args.seed)
+    obs, _ = envs.reset(seed=args.seed + global_step)
     first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
     autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
     try:
-        while global_step < args.total_timesteps:
+        while global_step < args.total_timesteps and not stop_requests:
             # ALGO LOGIC: put action logic here
             epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
             actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
@@ -638,27 +861,36 @@ def train(args: Args, make_env=make_env):
             obs = next_obs
 
             if global_step % 1000 < args.num_envs:
-                sps = int(global_step / (time.time() - start_time))
+                sps = int((global_step - start_step) / (time.time() - start_time))
                 writer.add_scalar("charts/SPS", sps, global_step)
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
                 progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else 0.0, epsilon)
-    except KeyboardInterrupt:
+            if args.checkpoint_frequency and global_step % args.checkpoint_frequency < args.num_envs:
+                checkpoint()
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint, the step may be half done
         interrupted = True
-        print(f"\ninterrupted at step {global_step}: saving the model so far")
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         progress.close()
         envs.close()
+    if stop_requests and args.checkpoint_frequency:
+        print(f"\nstopped at step {global_step:,}: writing a checkpoint")
+        checkpoint()
+    interrupted = interrupted or bool(stop_requests)
 
     eval_returns = []
-    if args.save_model or interrupted:
+    if args.save_model or args.upload_model or interrupted:
         save_model(model_path, q_network, args)
         print(f"model saved to {model_path}")
-    if args.save_model and not interrupted and args.eval_episodes > 0:
+    if (args.save_model or args.upload_model) and not interrupted and args.eval_episodes > 0:
         eval_returns = evaluate(
             q_network, args.env_id, args.eval_episodes, f"{run_name}-eval", device, epsilon=0.05,
             capture_video=args.capture_video, seed=args.seed, make_env=make_env,
         )
         report_evaluation(eval_returns, writer)
+        if args.upload_model:
+            push_to_hub(args, run_name, model_path, eval_returns, f"videos/{run_name}-eval")
     writer.close()
     if wandb_run is not None:
         if args.capture_video:
@@ -668,13 +900,18 @@ def train(args: Args, make_env=make_env):
                 wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
         wandb_run.finish()
     if interrupted:
-        print(f"evaluate it with: python {os.path.basename(__file__)} --eval-only {model_path} --env-id {args.env_id}")
+        script = os.path.basename(__file__)
+        if stop_requests and args.checkpoint_frequency:
+            print(f"continue it with: python {script} --resume {run_dir}")
+        print(f"evaluate it with: python {script} --eval-only {model_path}")
     return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
 
 def eval_only(args: Args):
+    if args.capture_video:
+        check_args(args)
     device = select_device(args)
-    q_network, saved_args = load_model(args.eval_only, device)
+    q_network, saved_args = load_model(resolve_model_path(args.eval_only), device)
     env_id = saved_args.get("env_id", args.env_id)
     check_atari_env_id(env_id)
     run_name = f"{env_id}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"

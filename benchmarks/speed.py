@@ -1,0 +1,58 @@
+"""Time dqn_atari.py (or ddqn_atari.py) for a fixed number of steps: steps/s while learning, and peak memory.
+
+    python benchmarks/speed.py                          # dqn_atari.py, 30,000 steps, learning from step 5,000
+    python benchmarks/speed.py --script ddqn_atari.py -- --num-envs 4 --cuda
+
+"train SPS" is the environment steps per second after learning starts, when every step also pays for
+its share of gradient steps; it is read from the run's own TensorBoard events (the wall-clock times
+of the first and last `losses/td_loss` points). Peak RSS is the largest resident memory of the run's
+main process. Speed is compared only within one run of this machine: beside CleanRL's dqn_atari.py,
+run ../shared/bench/peers.py with this script's command (see README, "Speed").
+"""
+
+import argparse
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--script", default="dqn_atari.py")
+    parser.add_argument("--env-id", default="SpaceInvadersNoFrameskip-v4")
+    parser.add_argument("--total-timesteps", type=int, default=30_000)
+    parser.add_argument("--learning-starts", type=int, default=5_000)
+    parser.add_argument("--buffer-size", type=int, default=100_000)
+    parser.add_argument("extra", nargs="*", help="more flags for the script, after --")
+    opts = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dqn-speed-"))
+    command = [
+        sys.executable, str(ROOT / opts.script), "--env-id", opts.env_id, "--seed", "1",
+        "--total-timesteps", str(opts.total_timesteps), "--learning-starts", str(opts.learning_starts),
+        "--buffer-size", str(opts.buffer_size), *opts.extra,
+    ]
+    print("+", shlex.join(command), flush=True)
+    start = time.time()
+    subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    wall = time.time() - start
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+
+    events = EventAccumulator(str(next((workdir / "runs").iterdir())), size_guidance={"scalars": 0})
+    events.Reload()
+    losses = events.Scalars("losses/td_loss")
+    train_sps = (losses[-1].step - losses[0].step) / (losses[-1].wall_time - losses[0].wall_time)
+    print(f"| script | steps | train SPS | wall s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
+    print(f"| {opts.script} {' '.join(opts.extra)} | {opts.total_timesteps} | {train_sps:.0f} | {wall:.0f} | {peak_rss_mib:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
