@@ -1,0 +1,404 @@
+"""Tabular Q-learning on FrozenLake-v1, Taxi and CliffWalking: the Deep Q-Learning loop without the network.
+
+Hugging Face Deep RL course, Unit 2 (Q-learning on FrozenLake-v1 and Taxi-v3), written in the CleanRL layout of
+dqn_atari.py so the two read side by side.
+
+    python dqn_frozenlake_tabular.py                              # FrozenLake 4x4, not slippery (course)
+    python dqn_frozenlake_tabular.py --is-slippery                # the stochastic lake
+    python dqn_frozenlake_tabular.py --env-id Taxi-v4 --save-model
+    python dqn_frozenlake_tabular.py --eval-only runs/<run_name> --capture-video
+    tensorboard --logdir runs
+
+How it maps to Deep Q-Learning (course Unit 3, dqn_atari.py):
+- `q_table[obs]` holds what `q_network(obs)` approximates: one Q-value per action. A table works because there are
+  16 (FrozenLake 4x4) to 500 (Taxi) states; stacks of Atari frames have 256^(84x84x4), so DQN approximates the table.
+- The TD target is the same line: `reward + gamma * max_a' Q(next_obs, a') * (1 - terminated)`. Q-learning moves
+  one cell a fraction `learning_rate` towards it; DQN takes a gradient step on the MSE between the two.
+- No replay buffer and no target network: updating one cell leaves every other state's values alone, whereas a
+  gradient step on the network moves them all, the TD target included; those two fixes exist for that.
+- epsilon decays exponentially per episode (course Unit 2) instead of linearly per step (CleanRL's linear_schedule).
+"""
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (training; evaluation episode i uses seed + 10000 + i)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (offline if not logged in)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the evaluation episodes (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the Q-table and args into the `runs/{run_name}` folder"""
+    eval_only: Optional[str] = None
+    """evaluate a saved Q-table (a run folder or its q_table.npy) without training"""
+
+    # Algorithm specific arguments; None = the per-env default from ENV_DEFAULTS
+    env_id: str = "FrozenLake-v1"
+    """the id of the environment (Discrete observations and actions)"""
+    is_slippery: bool = False
+    """FrozenLake/CliffWalking: the agent moves sideways 2 times in 3 (course: off)"""
+    map_name: Optional[str] = None
+    """FrozenLake map: 4x4 or 8x8"""
+    total_episodes: Optional[int] = None
+    """number of training episodes"""
+    learning_rate: Optional[float] = None
+    """the learning rate (step size towards the TD target)"""
+    gamma: Optional[float] = None
+    """the discount factor gamma"""
+    max_steps: Optional[int] = None
+    """steps per episode before truncation (becomes the env's TimeLimit)"""
+    start_e: float = 1.0
+    """the starting epsilon for exploration"""
+    end_e: float = 0.05
+    """the ending epsilon for exploration"""
+    decay_rate: Optional[float] = None
+    """epsilon = end_e + (start_e - end_e) * exp(-decay_rate * episode)"""
+    eval_episodes: int = 100
+    """number of greedy evaluation episodes"""
+
+
+class UsageError(Exception):
+    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
+
+
+# Per-env defaults for the Args left at None: course Unit 2 values, except the rows marked "chosen here"
+# (see README). max_steps 99 is the course's; gymnasium's own limits are 100 (4x4), 200 (8x8, Taxi).
+HYPERPARAMETERS = ("total_episodes", "learning_rate", "gamma", "max_steps", "decay_rate")
+ENV_DEFAULTS = {
+    ("FrozenLake-v1", "4x4", False): (10_000, 0.7, 0.95, 99, 0.0005),
+    ("FrozenLake-v1", "4x4", True): (20_000, 0.1, 0.99, 100, 0.0005),  # chosen here
+    ("FrozenLake-v1", "8x8", False): (10_000, 0.7, 0.95, 200, 0.0005),  # course values, 8x8 time limit
+    ("FrozenLake-v1", "8x8", True): (30_000, 0.1, 0.999, 200, 0.0003),  # chosen here
+    ("Taxi-v4", None, False): (25_000, 0.7, 0.95, 99, 0.005),
+    ("CliffWalking-v1", None, False): (500, 0.7, 0.95, 100, 0.01),  # chosen here
+}
+GENERIC_DEFAULTS = (10_000, 0.1, 0.99, None, 0.0005)  # any other Discrete env; max_steps: its TimeLimit, else 200
+
+
+class AnsiToRgb(gym.Wrapper):
+    """Draws the env's text render as an image (one cell per character, ANSI colours kept), so RecordVideo works
+    without pygame. The "(Down)" line naming the last action is dropped: every frame must have the same size."""
+
+    render_mode = "rgb_array"
+    CELL_H, CELL_W = 36, 24
+    PALETTE = [(0, 0, 0), (220, 50, 50), (40, 170, 40), (230, 190, 0), (50, 80, 230), (190, 50, 190), (0, 170, 190)]
+
+    def render(self) -> np.ndarray:
+        import cv2
+
+        lines = [line for line in self.env.render().splitlines() if line.strip() and not line.strip().startswith("(")]
+        parsed = [self._parse(line) for line in lines]
+        image = np.full((len(lines) * self.CELL_H, max(map(len, parsed)) * self.CELL_W, 3), 255, dtype=np.uint8)
+        for row, cells in enumerate(parsed):
+            for col, (char, fg, bg) in enumerate(cells):
+                y, x = row * self.CELL_H, col * self.CELL_W
+                if bg is not None:
+                    image[y : y + self.CELL_H, x : x + self.CELL_W] = bg
+                cv2.putText(image, char, (x + 3, y + self.CELL_H - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.9, fg, 2)
+        return image
+
+    def _parse(self, line: str) -> list:
+        """[(char, foreground, background or None)] from a line with gymnasium's colorize escapes."""
+        cells, fg, bg = [], self.PALETTE[0], None
+        for i, part in enumerate(re.split(r"\x1b\[([\d;]*)m", line)):
+            if i % 2 == 0:
+                cells += [(char, fg, bg) for char in part]
+                continue
+            fg, bg = self.PALETTE[0], None  # each escape restates the whole style; "0" resets it
+            for code in (int(c) for c in part.split(";") if c):
+                if 30 <= code <= 36:
+                    fg = self.PALETTE[code - 30]
+                elif 40 <= code <= 46:
+                    bg = self.PALETTE[code - 40]
+        return cells
+
+
+def make_env(args: Args, capture_video: bool = False, run_name: str = "") -> gym.Env:
+    kwargs = {"max_episode_steps": args.max_steps}
+    # gymnasium's FrozenLake is slippery by default, the course's is not: always pass the flag to it
+    if args.env_id.startswith("FrozenLake") or args.is_slippery:
+        kwargs["is_slippery"] = args.is_slippery
+    if args.map_name is not None:
+        kwargs["map_name"] = args.map_name
+    if capture_video:
+        # gymnasium draws toy-text envs with pygame, which requirements.txt does not pin: draw the text render instead
+        if importlib.util.find_spec("pygame") is None:
+            env = AnsiToRgb(gym.make(args.env_id, render_mode="ansi", **kwargs))
+        else:
+            env = gym.make(args.env_id, render_mode="rgb_array", **kwargs)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+    else:
+        env = gym.make(args.env_id, **kwargs)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env.action_space.seed(args.seed)
+    return env
+
+
+def resolve_args(args: Args) -> Args:
+    """Checks the env and flags, fills the per-env defaults; raises UsageError on anything a Q-table cannot run."""
+    env_id = args.env_id
+    if env_id == "Taxi-v3":
+        # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
+        print("note: Taxi-v3 is called Taxi-v4 in gymnasium >= 1.3; using Taxi-v4")
+        env_id = "Taxi-v4"
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
+        raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
+    if args.map_name is not None and not (env_id.startswith("FrozenLake") and args.map_name in ("4x4", "8x8")):
+        raise UsageError(f"--map-name takes 4x4 or 8x8, for FrozenLake only (got {args.map_name!r} for {env_id})")
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401  (RecordVideo encodes the mp4 with it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy to write mp4 files: pip install moviepy") from None
+    args = dataclasses.replace(args, env_id=env_id)
+    try:
+        env = make_env(args)
+    except TypeError:  # an unexpected keyword argument
+        raise UsageError(f"{env_id} has no is_slippery option (FrozenLake and CliffWalking have)") from None
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not all(isinstance(space, gym.spaces.Discrete) for space in spaces):
+        obs_kind, action_kind = (type(space).__name__ for space in spaces)
+        raise UsageError(
+            f"{env_id} has {obs_kind} observations and {action_kind} actions, a Q-table needs Discrete for both: "
+            "pick a toy-text env (FrozenLake-v1, Taxi-v4, CliffWalking-v1); dqn_atari.py handles image observations"
+        )
+
+    map_name = args.map_name or ("4x4" if env_id == "FrozenLake-v1" else None)
+    defaults = dict(zip(HYPERPARAMETERS, ENV_DEFAULTS.get((env_id, map_name, args.is_slippery), GENERIC_DEFAULTS)))
+    defaults["max_steps"] = defaults["max_steps"] or gym.spec(env_id).max_episode_steps or 200
+    args = dataclasses.replace(args, **{k: v for k, v in defaults.items() if getattr(args, k) is None})
+    valid = 0 < args.learning_rate <= 1 and 0 <= args.gamma <= 1 and args.total_episodes >= 0 and args.eval_episodes > 0
+    if not valid:
+        raise UsageError("need 0 < --learning-rate <= 1, 0 <= --gamma <= 1, --total-episodes >= 0, --eval-episodes > 0")
+    return args
+
+
+# ALGO LOGIC: the Q-table
+def initialize_q_table(env: gym.Env) -> np.ndarray:
+    return np.zeros((env.observation_space.n, env.action_space.n))
+
+
+def greedy_action(q_table: np.ndarray, obs: int, rng: np.random.Generator) -> int:
+    """argmax_a Q(obs, a), ties broken at random."""
+    # The course's np.argmax returns the FIRST maximum. A zero-initialised table is all ties, so a greedy agent
+    # would always pick action 0 (LEFT on FrozenLake) and walk into the wall until an epsilon step rescues it.
+    row = q_table[obs]
+    ties = np.flatnonzero(row == row.max())
+    return int(ties[0]) if len(ties) == 1 else int(rng.choice(ties))
+
+
+def q_learning_update(q_table, obs, action, reward, next_obs, terminated, learning_rate, gamma) -> float:
+    """One Q-learning step on q_table, in place; returns the TD target."""
+    # Bellman update: Q(s,a) := Q(s,a) + lr * [R(s,a) + gamma * max_a' Q(s',a') - Q(s,a)]
+    # Mask on terminated only: a hole or the goal has no future, but a time-limit cut (truncated, our max_steps
+    # included) does; zeroing it would teach the agent that the state where time ran out is worth nothing.
+    td_target = reward + gamma * np.max(q_table[next_obs]) * (1 - terminated)
+    q_table[obs, action] += learning_rate * (td_target - q_table[obs, action])
+    return td_target
+
+
+def exponential_schedule(start_e: float, end_e: float, decay_rate: float, episode: int) -> float:
+    return end_e + (start_e - end_e) * np.exp(-decay_rate * episode)
+
+
+def epsilon_greedy_action(q_table, obs, epsilon, env, rng) -> int:
+    if rng.random() < epsilon:
+        return int(env.action_space.sample())
+    return greedy_action(q_table, obs, rng)
+
+
+def init_wandb(args: Args, run_name: str):
+    """wandb.init that never prompts: with no API key found, or if init fails, the run is logged offline."""
+    import wandb
+
+    init_kwargs = dict(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        sync_tensorboard=True,
+        config=vars(args),
+        name=run_name,
+        save_code=True,
+    )
+    mode = None if wandb.login(prompt=False, verify=False) else "offline"
+    try:
+        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=30), **init_kwargs)
+    except Exception as e:  # bad key, no network, ...: keep the experiment, lose only the live dashboard
+        print(f"wandb.init failed ({type(e).__name__}: {e}); logging offline")
+        run = wandb.init(mode="offline", **init_kwargs)
+    if run.offline:
+        print(f"wandb: logged offline (no login); upload later with: wandb sync {run.sync_dir}")
+    return run
+
+
+def train(args: Args) -> tuple[np.ndarray, list[float]]:
+    """Q-learning, then a greedy evaluation (and --save-model); returns (q_table, evaluation returns)."""
+    args = resolve_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # built first so that a missing video encoder stops us before training, not after
+    eval_env = make_env(args, args.capture_video, run_name)
+    wandb_run = init_wandb(args, run_name) if args.track else None
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    rng = np.random.default_rng(args.seed)
+    env = make_env(args)
+    q_table = initialize_q_table(env)
+    hyperparameters = ", ".join(f"{k}={getattr(args, k)}" for k in HYPERPARAMETERS)
+    print(f"training {args.env_id} ({q_table.shape[0]} states x {q_table.shape[1]} actions): {hyperparameters}")
+
+    global_step, episode = 0, 0
+    recent_returns = deque(maxlen=100)
+    show_bar = sys.stdout.isatty()  # a bar for people, a plain line every 10% for logs
+    episodes = tqdm(range(args.total_episodes), disable=not show_bar, unit="episode")
+    obs, _ = env.reset(seed=args.seed)
+    try:
+        for episode in episodes:
+            epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
+            while True:
+                action = epsilon_greedy_action(q_table, obs, epsilon, env, rng)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                q_learning_update(q_table, obs, action, reward, next_obs, terminated, args.learning_rate, args.gamma)
+                global_step += 1
+                # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+                obs = next_obs
+                if terminated or truncated:
+                    break
+
+            # info["episode"] comes from RecordEpisodeStatistics, as in the Atari scripts
+            recent_returns.append(float(info["episode"]["r"]))
+            writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
+            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+            writer.add_scalar("charts/epsilon", epsilon, global_step)
+            if show_bar and episode % 100 == 0:
+                episodes.set_postfix(mean_return=f"{np.mean(recent_returns):.2f}", epsilon=f"{epsilon:.3f}")
+            elif not show_bar and (episode + 1) % max(1, args.total_episodes // 10) == 0:
+                mean_return = np.mean(recent_returns)
+                print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
+            obs, _ = env.reset()
+    except KeyboardInterrupt:
+        episodes.close()
+        print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
+    env.close()
+
+    try:
+        eval_returns = evaluate(q_table, eval_env, args.eval_episodes, args.seed)
+        for idx, episodic_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+        report(q_table, eval_returns, eval_env)
+        if args.save_model:
+            save_model(q_table, args, run_name)
+    finally:
+        eval_env.close()  # RecordVideo writes the last video on close
+        writer.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+    return q_table, eval_returns
+
+
+def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
+    """Greedy episodes (no exploration); episode i is reset with seed + 10000 + i, so scores are comparable."""
+    rng = np.random.default_rng(seed)  # only for breaking ties
+    episodic_returns = []
+    for i in range(eval_episodes):
+        obs, _ = env.reset(seed=seed + 10_000 + i)
+        while True:
+            obs, _, terminated, truncated, info = env.step(greedy_action(q_table, obs, rng))
+            if terminated or truncated:
+                episodic_returns.append(float(info["episode"]["r"]))
+                break
+    return episodic_returns
+
+
+def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None:
+    """Prints the evaluation score, and for grid worlds the Q-table and the greedy policy on the map."""
+    mean, std = np.mean(eval_returns), np.std(eval_returns)
+    print(f"eval over {len(eval_returns)} episodes: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
+    env_id, unwrapped = env.spec.id, env.unwrapped
+    if env_id.startswith("FrozenLake"):
+        grid, arrows, letters = unwrapped.desc.astype(str), "←↓→↑", "SHG"
+    elif env_id.startswith("CliffWalking"):
+        grid, arrows, letters = np.full(unwrapped.shape, "."), "↑→↓←", "CG"
+        grid[-1, 1:-1], grid[-1, -1] = "C", "G"
+    else:
+        return
+    print(f"Q-table (rows: states, columns: actions {' '.join(arrows)}):")
+    for state, row in enumerate(q_table):
+        print(f"{state:4d} " + " ".join(f"{q:8.3f}" for q in row))
+    print("greedy policy (· = all actions tie, e.g. a state never reached):")
+    for cells, rows in zip(grid, q_table.reshape(*grid.shape, -1)):
+        print(" ".join(c if c in letters else "·" if q.min() == q.max() else arrows[q.argmax()] for c, q in zip(cells, rows)))
+
+
+def save_model(q_table: np.ndarray, args: Args, run_name: str) -> None:
+    # plain .npy + .json, no pickle: loading a file cannot run code
+    np.save(f"runs/{run_name}/q_table.npy", q_table)
+    Path(f"runs/{run_name}/args.json").write_text(json.dumps(vars(args), indent=2))
+    print(f"saved runs/{run_name}/q_table.npy and args.json; evaluate with --eval-only runs/{run_name}")
+
+
+def evaluate_saved(args: Args) -> list[float]:
+    """--eval-only: env settings come from the saved args.json unless a flag sets them to a non-default value."""
+    path = Path(args.eval_only)
+    q_path = path / "q_table.npy" if path.is_dir() else path
+    if not q_path.is_file():
+        raise UsageError(f"--eval-only {args.eval_only}: no Q-table there (expected a run folder or q_table.npy)")
+    saved = json.loads((q_path.parent / "args.json").read_text()) if (q_path.parent / "args.json").is_file() else {}
+    defaults = Args()
+    env_fields = ("env_id", "is_slippery", "map_name", "max_steps")
+    env_settings = {k: saved[k] for k in env_fields if k in saved and getattr(args, k) == getattr(defaults, k)}
+    args = resolve_args(dataclasses.replace(args, **env_settings))
+    q_table = np.load(q_path)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    env = make_env(args, args.capture_video, run_name)
+    try:
+        if q_table.shape != (env.observation_space.n, env.action_space.n):
+            raise UsageError(f"Q-table shape {q_table.shape} does not fit {args.env_id}'s spaces")
+        eval_returns = evaluate(q_table, env, args.eval_episodes, args.seed)
+        report(q_table, eval_returns, env)
+    finally:
+        env.close()
+    return eval_returns
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        evaluate_saved(args) if args.eval_only else train(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # a second Ctrl-C, during evaluation
+        sys.exit(130)

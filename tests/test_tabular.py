@@ -1,0 +1,181 @@
+"""Tests for dqn_frozenlake_tabular.py: pure pieces by import, full runs in process, CLI errors by subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tyro
+
+import dqn_frozenlake_tabular as tab
+
+LEFT, DOWN, RIGHT, UP = range(4)  # FrozenLake's actions
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Every test writes runs/, videos/ and wandb/ into its own temp dir."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_script(*flags: str, env: dict = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, tab.__file__, *flags],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=120,
+    )
+
+
+def frozenlake_env():
+    return tab.make_env(tab.resolve_args(tab.Args()))
+
+
+@pytest.mark.parametrize(
+    "terminated, td_target, new_value",
+    [
+        (False, 2.8, 1.65),  # 1 + 0.9 * 2.0; 0.5 + 0.5 * (2.8 - 0.5)
+        (True, 1.0, 0.75),  # no bootstrap: 1; 0.5 + 0.5 * (1.0 - 0.5)
+    ],
+)
+def test_q_learning_update_by_hand(terminated, td_target, new_value):
+    q_table = np.zeros((3, 2))
+    q_table[0, 1] = 0.5
+    q_table[2] = [1.0, 2.0]  # max_a' Q(next_obs, a') = 2.0, used only if next_obs is not terminal
+    before = q_table.copy()
+    got = tab.q_learning_update(q_table, 0, 1, 1.0, 2, terminated, learning_rate=0.5, gamma=0.9)
+    assert got == pytest.approx(td_target)
+    assert q_table[0, 1] == pytest.approx(new_value)
+    before[0, 1] = q_table[0, 1]
+    np.testing.assert_array_equal(q_table, before)  # no other cell moved
+
+
+@pytest.mark.parametrize("decay_rate", [0.0005, 0.005])  # course FrozenLake, Taxi
+def test_exponential_schedule_endpoints(decay_rate):
+    assert tab.exponential_schedule(1.0, 0.05, decay_rate, 0) == pytest.approx(1.0)
+    assert tab.exponential_schedule(1.0, 0.05, decay_rate, 100_000) == pytest.approx(0.05)
+    midway = tab.exponential_schedule(1.0, 0.05, decay_rate, int(1 / decay_rate))
+    assert 0.05 < midway < 1.0
+
+
+def test_greedy_action_breaks_ties_at_random():
+    rng = np.random.default_rng(0)
+    q_table = np.array([[1.0, 1.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0]])
+    assert {tab.greedy_action(q_table, 0, rng) for _ in range(300)} == {0, 1, 3}
+    assert {tab.greedy_action(q_table, 1, rng) for _ in range(300)} == {1}
+
+
+def optimal_table() -> np.ndarray:
+    """S(0) down 4 down 8 right 9 down 13 right 14 right G(15), on the 4x4 map SFFF/FHFH/FFFH/HFFG."""
+    q_table = np.zeros((16, 4))
+    for state, action in {0: DOWN, 4: DOWN, 8: RIGHT, 9: DOWN, 13: RIGHT, 14: RIGHT}.items():
+        q_table[state, action] = 1.0
+    return q_table
+
+
+def always_left_table() -> np.ndarray:
+    q_table = np.zeros((16, 4))
+    q_table[:, LEFT] = 1.0  # bumps into the wall until the time limit
+    return q_table
+
+
+@pytest.mark.parametrize("q_table, expected", [(optimal_table(), 1.0), (always_left_table(), 0.0)])
+def test_evaluate_hand_built_tables(q_table, expected):
+    assert tab.evaluate(q_table, frozenlake_env(), eval_episodes=20, seed=1) == [expected] * 20
+
+
+@pytest.mark.parametrize(
+    "flags, min_mean, max_std",
+    [
+        pytest.param([], 1.0, 0.0, id="frozenlake-4x4"),  # course Unit 2: the non-slippery lake is solved exactly
+        pytest.param(["--map-name", "8x8"], 1.0, 0.0, id="frozenlake-8x8"),
+        pytest.param(["--env-id", "CliffWalking-v1"], -13.0, 0.0, id="cliffwalking"),  # the 13-step path by the cliff
+        pytest.param(["--env-id", "Taxi-v4", "--eval-episodes", "1000"], 7.7, None, id="taxi"),
+        # the README's claim: nothing but --is-slippery (plus a bigger evaluation)
+        pytest.param(["--is-slippery", "--eval-episodes", "1000"], 0.70, None, id="README-claim-slippery"),
+    ],
+)
+def test_training_with_default_hyperparameters(flags, min_mean, max_std):
+    args = tyro.cli(tab.Args, args=flags)
+    q_table, eval_returns = tab.train(args)
+    assert len(eval_returns) == args.eval_episodes
+    assert np.mean(eval_returns) >= min_mean
+    if max_std is not None:
+        assert np.std(eval_returns) <= max_std
+    assert len(list(Path("runs").glob("*/events.out.tfevents.*"))) == 1
+
+
+def test_saved_table_reloads_to_same_evaluation():
+    args = tab.Args(env_id="Taxi-v4", total_episodes=1000, eval_episodes=30, save_model=True)
+    q_table, eval_returns = tab.train(args)
+    assert len(set(eval_returns)) > 1  # returns differ between episodes, so a wrong env or seed would show
+    (run_dir,) = Path("runs").iterdir()
+    np.testing.assert_array_equal(np.load(run_dir / "q_table.npy"), q_table)
+    for path in (run_dir, run_dir / "q_table.npy"):  # env_id comes from args.json, not the FrozenLake default
+        assert tab.evaluate_saved(tab.Args(eval_only=str(path), eval_episodes=30)) == eval_returns
+
+
+def test_ctrl_c_stops_training_but_still_evaluates_and_saves(monkeypatch, capsys):
+    schedule = tab.exponential_schedule
+
+    def interrupt_at_50(start_e, end_e, decay_rate, episode):
+        if episode == 50:
+            raise KeyboardInterrupt
+        return schedule(start_e, end_e, decay_rate, episode)
+
+    monkeypatch.setattr(tab, "exponential_schedule", interrupt_at_50)
+    q_table, eval_returns = tab.train(tab.Args(save_model=True, eval_episodes=5))
+    assert "interrupted after 50 episodes" in capsys.readouterr().out
+    assert len(eval_returns) == 5
+    np.testing.assert_array_equal(np.load(next(Path("runs").glob("*/q_table.npy"))), q_table)
+
+
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "Taxi-v4"])
+def test_capture_video_writes_mp4(env_id):
+    tab.train(tab.Args(env_id=env_id, total_episodes=300, eval_episodes=2, capture_video=True))
+    videos = list(Path("videos").glob(f"{env_id}__*/*.mp4"))
+    assert videos and all(video.stat().st_size > 0 for video in videos)
+
+
+def test_capture_video_without_moviepy_stops_before_training(monkeypatch):
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # makes `import moviepy` raise ImportError
+    with pytest.raises(tab.UsageError, match="moviepy"):
+        tab.train(tab.Args(capture_video=True))
+    assert not Path("runs").exists()
+
+
+def test_track_logs_offline_without_login(in_tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(in_tmp_path))
+    result = run_script("--track", "--total-episodes", "50", "--eval-episodes", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert list((in_tmp_path / "wandb").glob("offline-run-*"))
+    assert "upload later with: wandb sync" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "env_id, hint",
+    [("FrozenLake-v2", "did you mean FrozenLake-v1"), ("Pendulum-v1", "Discrete"), ("CartPole-v1", "Discrete")],
+)
+def test_bad_env_id_is_one_line_and_exit_2(env_id, hint):
+    with pytest.raises(tab.UsageError, match=hint):
+        tab.resolve_args(tab.Args(env_id=env_id))
+    result = run_script("--env-id", env_id)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and hint in line
+
+
+def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
+    assert tab.resolve_args(tab.Args(env_id="Taxi-v3")).env_id == "Taxi-v4"
+    result = run_script("--env-id", "Taxi-v3", "--total-episodes", "20", "--eval-episodes", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stdout.splitlines() if "Taxi-v3" in line]) == 1
+    assert list(Path("runs").glob("Taxi-v4__*"))
