@@ -47,7 +47,7 @@ class Args:
     """seed of the experiment (training; evaluation episode i uses seed + 10000 + i)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases (offline if not logged in)"""
-    wandb_project_name: str = "cleanRL"
+    wandb_project_name: str = "dqn-course"
     """the wandb's project name"""
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
