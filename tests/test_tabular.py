@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -156,6 +157,29 @@ def test_track_logs_offline_without_login(in_tmp_path):
     assert result.returncode == 0, result.stderr
     assert list((in_tmp_path / "wandb").glob("offline-run-*"))
     assert "upload later with: wandb sync" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "logged_in, init_fails, modes",
+    [(False, False, ["offline"]), (True, False, [None]), (True, True, [None, "offline"])],
+)
+def test_wandb_never_prompts_and_falls_back_offline(monkeypatch, logged_in, init_fails, modes):
+    """The script's choice of mode, with a stand-in wandb module (the real one is run by the test above)."""
+    calls = []
+
+    def init(mode=None, **kwargs):
+        calls.append(mode)
+        if init_fails and mode is None:
+            raise RuntimeError("no network")
+        return SimpleNamespace(offline=mode == "offline", sync_dir="wandb/offline-run-x")
+
+    def login(prompt=True, **kwargs):
+        assert prompt is False
+        return logged_in
+
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(login=login, init=init, Settings=dict))
+    run = tab.init_wandb(tab.resolve_args(tab.Args(track=True)), "run")
+    assert calls == modes and run.offline == (modes[-1] == "offline")
 
 
 @pytest.mark.parametrize(
