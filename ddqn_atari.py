@@ -663,7 +663,8 @@ def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, c
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             episodic_returns.append(float(info["episode"]["r"]))
-            obs, _ = env.reset()
+            if len(episodic_returns) < eval_episodes:  # no extra game: RecordVideo would film its start
+                obs, _ = env.reset()
     env.close()
     return episodic_returns
 

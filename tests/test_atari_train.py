@@ -1,0 +1,395 @@
+"""Training with dqn_atari.py / ddqn_atari.py: the TD target, the epsilon schedule, learning on a tiny
+image game, a short real Atari run (TensorBoard tags, saved model, --eval-only, determinism), and the
+command line (bad input, --track, --capture-video, Ctrl-C) in subprocesses.
+
+The expensive tests (Atari runs, subprocesses) run dqn_atari.py only: outside the TD-target block the two
+scripts are byte-identical (tests/test_ddqn_diff.py), and the TD target is tested here for both.
+"""
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dqn_atari
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "dqn_atari.py"
+TAGS = [
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "charts/epsilon",
+    "losses/td_loss",
+    "losses/q_values",
+    "eval/episodic_return",
+]
+
+
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+# epsilon schedule
+def test_linear_schedule_endpoints_and_midpoint(algo):
+    assert algo.linear_schedule(1.0, 0.01, 1000, 0) == pytest.approx(1.0)
+    assert algo.linear_schedule(1.0, 0.01, 1000, 500) == pytest.approx(0.505)
+    assert algo.linear_schedule(1.0, 0.01, 1000, 1000) == pytest.approx(0.01)
+    assert algo.linear_schedule(1.0, 0.01, 1000, 5000) == pytest.approx(0.01), "epsilon stays at end_e"
+    assert algo.linear_schedule(0.5, 0.1, 200.0, 50) == pytest.approx(0.4)
+
+
+# TD target
+class FixedQ(nn.Module):
+    """Q-values looked up by the row number painted into the newest frame; a parameter makes the output
+    require a gradient unless the target is computed under no_grad."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.table[x[:, -1, 0, 0].long()] * self.scale
+
+
+ONLINE = [[1.0, 5.0, 2.0], [0.0, -1.0, 3.0], [4.0, 0.0, 1.0], [2.0, 8.0, 0.0]]
+TARGET = [[10.0, 3.0, 4.0], [2.0, 7.0, 1.0], [0.0, 9.0, 6.0], [5.0, 1.0, 2.0]]
+OTHER = [[-50.0, 40.0, 0.0]] * 8  # what the networks say for rows 4..7, the observations s (not s')
+
+
+def expected_td_target(name, rewards, dones, gamma):
+    online, target = np.array(ONLINE), np.array(TARGET)
+    if name == "dqn_atari":  # r + gamma * max_a Q_target(s', a)
+        next_value = target.max(axis=1)
+    else:  # r + gamma * Q_target(s', argmax_a Q_online(s', a))
+        next_value = target[np.arange(len(target)), online.argmax(axis=1)]
+    return rewards + gamma * next_value * (1 - dones)
+
+
+def test_td_target_on_a_hand_made_batch(algo):
+    rewards = np.array([1.0, -1.0, 0.5, 2.0])
+    dones = np.array([0.0, 0.0, 1.0, 0.0])
+    gamma = 0.9
+    dqn = expected_td_target("dqn_atari", rewards, dones, gamma)
+    ddqn = expected_td_target("ddqn_atari", rewards, dones, gamma)
+    assert not np.isclose(dqn[[0, 1, 3]], ddqn[[0, 1, 3]]).any(), "the batch must tell DQN and Double DQN apart"
+    assert dqn[2] == ddqn[2] == 0.5, "a terminal transition's target is its reward"
+
+    def frames(rows):
+        x = torch.zeros((len(rows), 4, 84, 84), dtype=torch.uint8)
+        x[:, -1, 0, 0] = torch.tensor(rows)
+        return x
+
+    batch = algo.ReplayBatch(
+        observations=frames([4, 5, 6, 7]),
+        actions=torch.tensor([[0], [1], [2], [0]]),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        next_observations=frames([0, 1, 2, 3]),
+        dones=torch.tensor(dones, dtype=torch.float32),
+    )
+    q_network, target_network = FixedQ(ONLINE + OTHER), FixedQ(TARGET + OTHER)
+    td_target = algo.compute_td_target(q_network, target_network, batch, gamma)
+    assert td_target.shape == (4,)
+    assert not td_target.requires_grad, "the target must be a fixed number (no gradient through it)"
+    np.testing.assert_allclose(td_target.numpy(), expected_td_target(algo.__name__, rewards, dones, gamma), rtol=1e-6)
+
+
+def test_q_network_output_shape(algo):
+    q_network = algo.QNetwork(6)
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    assert q_network(obs).shape == (2, 6)
+
+
+# learning on a tiny image game
+class SideGame(gym.Env):
+    """A bright square on the left or the right of a noisy 84x84 frame; the action that names the side
+    (0: left, 1: right) pays 1, the other 0; one-step episodes."""
+
+    observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.side = int(self.np_random.integers(2))
+        self.obs = self.np_random.integers(0, 40, (84, 84), dtype=np.uint8)
+        y, x = self.np_random.integers(0, 84 - 16), self.np_random.integers(0, 42 - 16) + 42 * self.side
+        self.obs[y : y + 16, x : x + 16] = 255
+        return self.obs, {}
+
+    def step(self, action):
+        return self.obs, float(action == self.side), True, False, {}
+
+
+def make_side_game(env_id, seed, idx, capture_video, run_name, training=True):
+    def thunk():
+        env = gym.wrappers.FrameStackObservation(gym.wrappers.RecordEpisodeStatistics(SideGame()), 4)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def test_learns_to_pick_the_side_of_the_square(algo, tmp_path, monkeypatch):
+    """~200 one-step episodes of experience (half the steps are autoreset steps); 100% after 300 steps
+    in trials, so 400 steps and a 90% bar leave a wide margin. Cheap enough to run for both scripts."""
+    monkeypatch.chdir(tmp_path)
+    args = algo.Args(
+        env_id="SideGame", total_timesteps=400, learning_starts=64, batch_size=16, buffer_size=1000,
+        train_frequency=1, learning_rate=1e-3, exploration_fraction=0.5, end_e=0.05,
+        target_network_frequency=100, save_model=True, eval_episodes=0, cuda=False,
+    )  # fmt: skip
+    result = algo.train(args, make_env=make_side_game)
+    q_network, _ = algo.load_model(result["model_path"], torch.device("cpu"))
+    game = SideGame()
+    game.reset(seed=12345)  # fresh frames: the training games were seeded with args.seed
+    obs, sides = [], []
+    for _ in range(200):
+        frame, _ = game.reset()
+        obs.append(np.stack([frame] * 4))  # a first observation: the frame, repeated
+        sides.append(game.side)
+    with torch.no_grad():
+        actions = q_network(torch.as_tensor(np.array(obs))).argmax(dim=1).numpy()
+    assert 0.2 < np.mean(sides) < 0.8
+    accuracy = np.mean(actions == np.array(sides))
+    assert accuracy >= 0.9, f"the greedy policy picks the right side on only {accuracy:.0%} of fresh frames"
+
+
+# a short real Atari run, twice
+SPACE_INVADERS_RUN = dict(
+    env_id="SpaceInvadersNoFrameskip-v4", total_timesteps=2000, learning_starts=500, buffer_size=2000, batch_size=8,
+    exploration_fraction=1.0, target_network_frequency=500, save_model=True, eval_episodes=1, cuda=False,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def space_invaders_runs(tmp_path_factory, single_thread):
+    """Two in-process runs with the same seed and arguments, each in its own folder. 2,000 steps hold
+    2-4 games at mostly random play (a random game of Space Invaders lasts 500-900 agent steps) and 375
+    gradient steps (td_loss is logged every 100). dqn_atari.py only (see the module docstring)."""
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path_factory.mktemp(f"space_invaders_{name}")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(folder)
+            result = dqn_atari.train(dqn_atari.Args(**SPACE_INVADERS_RUN))
+        runs.append((folder, result, scalars(folder / "runs" / result["run_name"])))
+    return runs
+
+
+def test_training_run_logs_every_tag_and_saves_the_model(space_invaders_runs):
+    folder, result, logged = space_invaders_runs[0]
+    missing = [tag for tag in TAGS if not logged.get(tag)]
+    assert not missing, f"tags never written: {missing}"
+    assert all(r >= 0 for _, r in logged["charts/episodic_return"])
+    assert all(length > 0 for _, length in logged["charts/episodic_length"])
+    assert all(sps > 0 for _, sps in logged["charts/SPS"])
+    for step, epsilon in logged["charts/epsilon"]:  # the schedule over the whole run (exploration_fraction 1)
+        assert epsilon == pytest.approx(dqn_atari.linear_schedule(1.0, 0.01, 2000, step), abs=1e-3)
+    assert all(math.isfinite(v) and v >= 0 for _, v in logged["losses/td_loss"])
+    assert all(math.isfinite(v) for _, v in logged["losses/q_values"])
+    assert len(logged["losses/td_loss"]) >= 3
+    assert [r for _, r in logged["eval/episodic_return"]] == result["eval_returns"]
+    assert len(result["eval_returns"]) == 1
+
+    model_path = folder / result["model_path"]
+    assert model_path.is_file() and model_path.parent == folder / "runs" / result["run_name"]
+    q_network, saved_args = dqn_atari.load_model(str(model_path), torch.device("cpu"))
+    assert saved_args["env_id"] == "SpaceInvadersNoFrameskip-v4"
+    assert q_network(torch.zeros((1, 4, 84, 84), dtype=torch.uint8)).shape == (1, 6)
+
+
+def test_eval_only_replays_the_evaluation_of_the_saved_model(space_invaders_runs, tmp_path, monkeypatch, capsys):
+    """--eval-only with the run's seed plays the same games as the evaluation at the end of training."""
+    folder, result, _ = space_invaders_runs[0]
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    dqn_atari.main(["--eval-only", str(folder / result["model_path"]), "--eval-episodes", "1", "--no-cuda"])
+    out = capsys.readouterr().out
+    scores = re.findall(r"evaluation over 1 games: (-?[\d.]+)", out)
+    assert scores, out
+    assert float(scores[0]) == pytest.approx(result["eval_returns"][0])
+    assert not (tmp_path / "runs").exists(), "--eval-only must not start a training run folder"
+
+
+def test_same_seed_same_run(space_invaders_runs):
+    (_, result_a, logged_a), (_, result_b, logged_b) = space_invaders_runs
+    for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "charts/episodic_length"):
+        assert logged_a[tag] == logged_b[tag], tag
+    assert result_a["eval_returns"] == result_b["eval_returns"]
+
+
+# the command line, as a user runs it
+def run_script(args, cwd, env, timeout=120):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def close_atari_ids(text):
+    return [i for i in re.findall(r"[\w/]+-v\d+", text) if i in gym.registry and str(gym.registry[i].entry_point).startswith("ale_py")]
+
+
+def memory_total():
+    with open("/proc/meminfo") as f:
+        return int(next(line for line in f if line.startswith("MemTotal")).split()[1]) * 1024
+
+
+BAD_INPUT = {
+    "unknown env id": (["--env-id", "SpaceInvadersNoFrameskip-v5"], lambda msg: close_atari_ids(msg)),
+    "non-Atari env id": (["--env-id", "CartPole-v1"], lambda msg: "CartPole-v1" in msg),
+    "learning never starts": (["--learning-starts", "1000", "--total-timesteps", "1000"], lambda msg: "--learning-starts" in msg),
+    "batch larger than buffer": (["--batch-size", "64", "--buffer-size", "32"], lambda msg: "--batch-size" in msg),
+    "zero learning rate": (["--learning-rate", "0"], lambda msg: "--learning-rate" in msg),
+    "negative learning rate": (["--learning-rate=-0.0001"], lambda msg: "--learning-rate" in msg),
+    "buffer larger than memory": (
+        ["--buffer-size", str(10**9)],
+        lambda msg: any(0 < int(n) * dqn_atari.ReplayBuffer.bytes_per_slot((84, 84)) <= memory_total() for n in re.findall(r"--buffer-size (\d+)", msg)),
+    ),
+    "eval-only missing file": (["--eval-only", "missing.pt"], lambda msg: "missing.pt" in msg),
+    "eval-only garbage file": (["--eval-only", "garbage.pt"], lambda msg: "garbage.pt" in msg),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory, subprocess_env):
+    """All bad-input runs at once (each one mostly waits on imports): {case: (cwd, CompletedProcess-like)}."""
+    started = {}
+    for case, (args, _) in BAD_INPUT.items():
+        cwd = tmp_path_factory.mktemp("bad_input")
+        (cwd / "garbage.pt").write_bytes(b"not a model\x00\x01" * 100)
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[case] = (cwd, proc)
+    results = {}
+    for case, (cwd, proc) in started.items():
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        results[case] = (cwd, proc.returncode, out, err)
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_error_line_and_exit_code_2(bad_input_runs, case):
+    cwd, returncode, out, err = bad_input_runs[case]
+    assert "Traceback" not in err + out, err
+    assert returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), f"stderr should be one 'error:' line:\n{err}"
+    assert BAD_INPUT[case][1](lines[0]), f"the message does not help: {lines[0]}"
+    assert sorted(p.name for p in cwd.iterdir()) == ["garbage.pt"], "nothing may be written (no runs/, videos/, ...)"
+
+
+TINY_RUN = ["--total-timesteps", "64", "--learning-starts", "16", "--buffer-size", "64", "--batch-size", "4"]
+
+
+def test_track_with_wandb_offline(tmp_path, subprocess_env):
+    wandb_dir = tmp_path / "wandb-dir"
+    env = dict(subprocess_env, WANDB_MODE="offline", WANDB_DIR=str(wandb_dir), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))  # fmt: skip
+    result = run_script(["--track", *TINY_RUN], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    offline_runs = list((wandb_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1, list(wandb_dir.rglob("*"))
+    assert [f for f in offline_runs[0].glob("run-*.wandb") if f.stat().st_size > 0]
+    assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
+
+
+def test_capture_video_records_training_and_evaluation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dqn_atari.main(["--capture-video", "--save-model", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    videos = {folder.name: sorted(folder.glob("*.mp4")) for folder in (tmp_path / "videos").iterdir()}
+    assert videos.get(run_dir.name), f"no training video: {videos}"
+    # one game evaluated, one video: no clip of a game started after the last one (the Hub and wandb
+    # would show it as the agent's replay)
+    eval_videos = videos.get(f"{run_dir.name}-eval")
+    assert eval_videos and len(eval_videos) == 1, f"evaluation videos: {eval_videos}"
+    assert all(v.stat().st_size > 1000 for vs in videos.values() for v in vs)
+
+
+def live_processes_in_group(pgid):
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_game_processes_ignore_ctrl_c():
+    """Ctrl-C reaches the game processes too; they must keep serving the main process, which closes
+    them in order (the whole-run test below cannot always see this: it depends on when the signal lands)."""
+    envs = gym.vector.AsyncVectorEnv(
+        [dqn_atari.make_env("PongNoFrameskip-v4", 0, 0, False, "test")], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    )
+    try:
+        envs.reset(seed=0)
+        for process in envs.processes:
+            os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        for _ in range(3):
+            obs, *_ = envs.step(np.zeros(1, dtype=np.int64))
+        assert obs.shape == (1, 4, 84, 84)
+        assert all(process.is_alive() for process in envs.processes)
+    finally:
+        envs.close(terminate=True)
+
+
+def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path, subprocess_env):
+    """Ctrl-C on a terminal signals the whole process group: the script and its game processes."""
+    out_file, err_file = open(tmp_path / "stdout.txt", "w"), open(tmp_path / "stderr.txt", "w")
+    args = ["--total-timesteps", "10000000", "--buffer-size", "1000", "--learning-starts", "100", "--batch-size", "8"]
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=subprocess_env, stdout=out_file,
+                            stderr=err_file, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("runs/*/events.out.tfevents.*")):
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert time.time() < deadline, "the run never started"
+            time.sleep(0.2)
+        time.sleep(4)  # the games start and the network learns for a few hundred steps
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        returncode = proc.wait(timeout=120)
+        deadline = time.time() + 10
+        while live_processes_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        orphans = live_processes_in_group(proc.pid)
+    finally:
+        if proc.poll() is None or live_processes_in_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out_file.close()
+        err_file.close()
+    stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in stderr, stderr
+    assert returncode == 0, stderr
+    steps = re.findall(r"at step ([\d,]+)", stdout)
+    assert steps and int(steps[0].replace(",", "")) > 0, f"no training step before Ctrl-C:\n{stdout}"
+    assert not orphans, f"processes left behind: {orphans}"
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    models = list(run_dir.glob("*.pt"))
+    assert [m.name for m in models] == ["dqn_atari.pt"], stdout
+    q_network, saved_args = dqn_atari.load_model(str(models[0]), torch.device("cpu"))
+    assert saved_args["total_timesteps"] == 10_000_000
+    assert q_network(torch.zeros((1, 4, 84, 84), dtype=torch.uint8)).shape == (1, 6)
