@@ -374,12 +374,17 @@ class ReplayBuffer:
         arrays = {name: getattr(self, name)[:, : self.filled] for name in self.ARRAYS}
         np.savez(folder / "replay.npz", pos=self.pos, rng=json.dumps(self.rng.bit_generator.state), **arrays)
 
-    def load(self, folder):
+    def load(self, folder, check_only=False):
+        """check_only: only check that the files fit this buffer (cheap, nothing is read into it)."""
         saved = np.load(folder / "replay.npz")
         frames = np.load(folder / "frames.npy", mmap_mode="r")  # read in chunks, never twice in memory
         filled = frames.shape[1]
         if frames.shape[0] != self.num_envs or filled > self.capacity or frames.shape[2:] != self.frames.shape[2:]:
             raise ValueError(f"replay buffer of shape {frames.shape}, expected {tuple(self.frames.shape)}")
+        if saved["pos"].shape != (self.num_envs,) or any(saved[name].shape != frames.shape[:2] for name in self.ARRAYS):
+            raise ValueError(f"replay.npz does not match frames.npy of shape {frames.shape}")
+        if check_only:
+            return
         for start in range(0, filled, 50_000):
             chunk = np.array(frames[:, start : start + 50_000])
             self.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(self.device)
@@ -536,7 +541,7 @@ def load_checkpoint(run_dir, args: Args):
     except FileNotFoundError:
         raise UsageError(f"no checkpoint in '{run_dir}': pass a run folder runs/<run_name> of a run with --checkpoint-frequency > 0")
     except Exception as e:
-        raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}: {e}); start a new run instead")
+        raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}); start a new run instead")
     if state["script"] != os.path.basename(__file__):
         raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
     # the run keeps its own arguments; flags given with --resume may extend it or change what is
@@ -738,6 +743,15 @@ def train(args: Args, make_env=make_env):
             f"{available / 1e9:.1f} GB is available: use --buffer-size {fits} or less"
         )
 
+    # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
+    # files are checked before they start: their ALE banner on stderr would bury the one error line
+    rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, device, args.seed)
+    if state:
+        try:
+            rb.load(checkpoint_folder, check_only=True)
+        except Exception as e:
+            raise UsageError(f"the replay buffer of the checkpoint in '{args.resume}' is damaged or does not fit this run ({type(e).__name__}); start a new run instead")
+
     # env setup: each game runs in its own process, so it steps while the network learns
     envs = gym.vector.AsyncVectorEnv(
         [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name) for i in range(args.num_envs)],
@@ -750,7 +764,6 @@ def train(args: Args, make_env=make_env):
     # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
     target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
     target_network.load_state_dict(q_network.state_dict())
-    rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, device, args.seed)
     rng = np.random.default_rng(args.seed)  # exploration
     global_step, updates = 0, 0
     if state:  # all of it is checked before anything is written into the run folder
@@ -776,7 +789,10 @@ def train(args: Args, make_env=make_env):
             "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
         )
 
+    checkpoint_step = global_step if state else None  # the step of the checkpoint on disk
+
     def checkpoint():
+        nonlocal checkpoint_step
         save_checkpoint(run_dir, {
             "script": os.path.basename(__file__), "run_name": run_name, "args": asdict(args),
             "global_step": global_step, "updates": updates, "q_network": q_network.state_dict(),
@@ -784,6 +800,7 @@ def train(args: Args, make_env=make_env):
             "explore_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "wandb_id": wandb_run.id if wandb_run else None,
         }, rb)  # fmt: skip
+        checkpoint_step = global_step
 
     # Ctrl-C (or a SIGTERM) asks the loop to stop after the current step, so that the checkpoint
     # is consistent; a second Ctrl-C stops at once
@@ -875,9 +892,11 @@ def train(args: Args, make_env=make_env):
             signal.signal(sig, handler)
         progress.close()
         envs.close()
-    if stop_requests and args.checkpoint_frequency:
+    if stop_requests and args.checkpoint_frequency and checkpoint_step != global_step:
         print(f"\nstopped at step {global_step:,}: writing a checkpoint")
         checkpoint()
+    elif stop_requests and args.checkpoint_frequency:
+        print(f"\nstopped at step {global_step:,}: its checkpoint is written")
     interrupted = interrupted or bool(stop_requests)
 
     eval_returns = []

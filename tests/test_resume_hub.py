@@ -1,0 +1,646 @@
+"""Checkpoints, --resume, a clean stop on Ctrl-C and the Hugging Face Hub of dqn_atari.py / ddqn_atari.py.
+
+One real run is SIGKILLed (with its game processes) after its first checkpoint and after it logged past
+that checkpoint; the resume, the TensorBoard log, a kill during a checkpoint write and the bad --resume
+inputs all start from copies of that run folder. The Hub is never reached: the upload, the token and the
+downloads are replaced in the tests. Outside the TD-target block the two scripts are byte-identical
+(tests/test_ddqn_diff.py), so the expensive paths run dqn_atari.py, and ddqn_atari.py where its name
+shows (the checkpoint's script, the Hub repo id and script file).
+"""
+
+import contextlib
+import copy
+import hashlib
+import importlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import torch
+import yaml  # a dependency of huggingface-hub
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dqn_atari
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_ID = "SpaceInvadersNoFrameskip-v4"
+# the killed run: a checkpoint every 1,000 steps; learning from step 100, td_loss logged every 400 steps
+# (500, 900, 1300, ...), so it logs past its first checkpoint long before its second one
+KILLED_RUN = ["--total-timesteps", "1000000", "--checkpoint-frequency", "1000", "--buffer-size", "3000",
+              "--learning-starts", "100", "--batch-size", "8", "--target-network-frequency", "500", "--no-cuda"]  # fmt: skip
+TINY_RUN = dict(total_timesteps=64, learning_starts=16, buffer_size=64, batch_size=4, cuda=False)
+BUFFER_ARRAYS = ("actions", "rewards", "dones", "first", "valid")
+
+
+# helpers
+@pytest.fixture(scope="module")
+def script_env(subprocess_env):
+    return dict(subprocess_env, WANDB_MODE="disabled")
+
+
+def start_script(script, args, cwd, env, log_dir):
+    """The script in a process group of its own (start_new_session), so that a signal to the group
+    reaches its game processes too; stdout and stderr go to files in log_dir (not in cwd)."""
+    out, err = open(log_dir / "stdout.txt", "w"), open(log_dir / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, stdout=out, stderr=err,
+                            start_new_session=True)  # fmt: skip
+    out.close()
+    err.close()
+    return proc
+
+
+def read_logs(log_dir):
+    return (log_dir / "stdout.txt").read_text(), (log_dir / "stderr.txt").read_text()
+
+
+def live_processes_in_group(pgid):
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def end_group(proc):
+    """SIGKILL whatever is left of the process group that proc leads, and reap proc."""
+    if proc.poll() is None or live_processes_in_group(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def scalar_steps(path):
+    """{tag: [steps]} of a run folder (all its event files, with purge_step honoured) or of one event file."""
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def checkpoint_pointer(run_dir):
+    try:
+        return json.loads((run_dir / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def logged_past(run_dir, step):
+    try:
+        return any(s > step for steps in scalar_steps(run_dir).values() for s in steps)
+    except Exception:  # an event file being written
+        return False
+
+
+def snapshot(root):
+    """Every file under root: size, modification time and content hash."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_same(actual, expected, where="state"):
+    """Exact equality of nested dicts/lists of tensors, arrays and plain values."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, where
+        assert torch.equal(actual.cpu(), expected.cpu()), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_same(a, e, f"{where}[{i}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def load_checkpoint_files(folder):
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    frames = np.load(folder / "frames.npy")
+    with np.load(folder / "replay.npz") as replay:
+        arrays = {name: replay[name] for name in replay.files}
+    return state, frames, arrays
+
+
+def copy_run(killed_run, cwd):
+    """A copy of the killed run's folder (as it was right after the kill) at cwd/runs/<run_name>."""
+    run_dir = cwd / "runs" / killed_run["run_name"]
+    shutil.copytree(killed_run["pristine"], run_dir)
+    return run_dir
+
+
+# a run killed after its first checkpoint, and its resume
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, script_env):
+    """dqn_atari.py SIGKILLed, with its game processes, once it has a checkpoint and has logged past it.
+    The group is stopped (SIGSTOP) before the last look, so the checkpoint cannot move on before the kill."""
+    cwd, logs = tmp_path_factory.mktemp("killed"), tmp_path_factory.mktemp("killed_logs")
+    proc = start_script("dqn_atari.py", KILLED_RUN, cwd, script_env, logs)
+    try:
+        deadline = time.time() + 150
+        while True:
+            assert proc.poll() is None, read_logs(logs)[1]
+            assert time.time() < deadline, f"no checkpoint followed by more logging in time:\n{read_logs(logs)}"
+            run_dirs = list((cwd / "runs").glob("*"))
+            pointer = checkpoint_pointer(run_dirs[0]) if run_dirs else None
+            if pointer and logged_past(run_dirs[0], pointer["global_step"]):
+                os.killpg(proc.pid, signal.SIGSTOP)
+                pointer = checkpoint_pointer(run_dirs[0])
+                if logged_past(run_dirs[0], pointer["global_step"]):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.3)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while live_processes_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not live_processes_in_group(proc.pid), "the game processes outlived the SIGKILL of the group"
+    finally:
+        end_group(proc)
+    (run_dir,) = run_dirs
+    pristine = tmp_path_factory.mktemp("pristine") / run_dir.name
+    shutil.copytree(run_dir, pristine)
+    pointer = checkpoint_pointer(run_dir)
+    (event_file,) = run_dir.glob("events.out.tfevents.*")
+    return {"cwd": cwd, "run_name": run_dir.name, "run_dir": run_dir, "pristine": pristine, "step": pointer["global_step"],
+            "folder": pristine / pointer["folder"], "event_file": event_file.name}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def resumed(killed_run):
+    """The killed run resumed in process for 500 more steps (a checkpoint every 500: one at the end). The
+    networks, the optimizer and the replay buffer are captured right after the checkpoint is loaded,
+    and the step at which TensorBoard resumes (purge_step, the loop's global_step)."""
+    step = killed_run["step"]
+    networks, optimizers, captured, writers = [], [], {}, []
+
+    class RecordingQNetwork(dqn_atari.QNetwork):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            networks.append(self)
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            optimizers.append(self)
+
+    original_load, original_writer = dqn_atari.ReplayBuffer.load, dqn_atari.SummaryWriter
+
+    def load(self, folder, *args, **kwargs):
+        original_load(self, folder, *args, **kwargs)
+        if kwargs.get("check_only"):
+            return
+        # train() loads the networks and the optimizer, then the buffer: all of it is in place now
+        q_network, target_network = networks
+        captured.update(
+            q_network=copy.deepcopy(q_network.state_dict()), target_network=copy.deepcopy(target_network.state_dict()),
+            optimizer=copy.deepcopy(optimizers[0].state_dict()), frames=self.frames.clone(), filled=self.filled,
+            pos=self.pos.copy(), rng=self.rng.bit_generator.state, **{name: getattr(self, name).copy() for name in BUFFER_ARRAYS},
+        )  # fmt: skip
+
+    def summary_writer(*args, **kwargs):
+        writers.append(kwargs)
+        return original_writer(*args, **kwargs)
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(killed_run["cwd"])
+        mp.setattr(dqn_atari, "QNetwork", RecordingQNetwork)
+        mp.setattr(torch.optim, "Adam", RecordingAdam)
+        mp.setattr(dqn_atari.ReplayBuffer, "load", load)
+        mp.setattr(dqn_atari, "SummaryWriter", summary_writer)
+        with contextlib.redirect_stdout(out):
+            result = dqn_atari.train(dqn_atari.Args(
+                resume=f"runs/{killed_run['run_name']}", total_timesteps=step + 500, checkpoint_frequency=500,
+                save_model=True, eval_episodes=0, cuda=False,
+            ))  # fmt: skip
+    return {"result": result, "captured": captured, "writers": writers, "stdout": out.getvalue(), "networks": len(networks)}
+
+
+def test_resume_after_sigkill_restores_the_checkpoint_exactly(killed_run, resumed):
+    state, frames, arrays = load_checkpoint_files(killed_run["folder"])
+    step = killed_run["step"]
+    assert state["global_step"] == step == 1000, "the first checkpoint is at --checkpoint-frequency"
+    assert state["script"] == "dqn_atari.py" and state["run_name"] == killed_run["run_name"]
+    # the gradient steps due before step N's game step: (N - 1 - learning_starts) // train_frequency
+    assert state["updates"] == (step - 1 - 100) // 4, "one gradient step every 4 environment steps from step 100"
+    captured = resumed["captured"]
+    assert captured, "the replay buffer was never loaded"
+    assert resumed["networks"] == 2, "the resumed run builds the q_network and the target_network, nothing more"
+
+    # the networks and Adam's moments and step counts, exactly
+    assert_same(captured["q_network"], state["q_network"], "q_network")
+    assert_same(captured["target_network"], state["target_network"], "target_network")
+    assert not all(torch.equal(a, b) for a, b in zip(state["q_network"].values(), state["target_network"].values())), (
+        "the checkpoint should hold two different networks (target copied at step 500, 300 updates since)"
+    )
+    assert_same(captured["optimizer"], state["optimizer"], "optimizer")
+    assert state["optimizer"]["state"], "the optimizer had taken steps"
+
+    # the replay buffer: every stored frame and transition, and its sampling generator
+    filled = frames.shape[1]
+    assert frames.shape[0] == 1 and frames.shape[2:] == (84, 84) and 0 < filled <= 3000
+    assert captured["filled"] == filled
+    assert torch.equal(captured["frames"][:, :filled], torch.from_numpy(frames))
+    for name in BUFFER_ARRAYS:
+        np.testing.assert_array_equal(captured[name][:, :filled], arrays[name], err_msg=name)
+    assert captured["valid"].sum() > 900, "about one transition per step"
+    assert captured["rng"] == json.loads(str(arrays["rng"]))
+    assert captured["pos"][0] in (arrays["pos"][0], arrays["pos"][0] + 1), "writes go on where they stopped"
+
+    # it goes on from the checkpoint's step: the loop's global_step is TensorBoard's purge_step
+    assert [w.get("purge_step") for w in resumed["writers"]] == [step]
+    assert f"resuming {killed_run['run_name']} at step {step:,}" in resumed["stdout"]
+
+
+def test_resumed_run_finishes_and_writes_its_final_checkpoint(killed_run, resumed):
+    result, step = resumed["result"], killed_run["step"]
+    run_dir = killed_run["run_dir"]
+    assert result["run_name"] == killed_run["run_name"] and not result["interrupted"]
+    q_network, saved_args = dqn_atari.load_model(str(killed_run["cwd"] / result["model_path"]), torch.device("cpu"))
+    assert saved_args["total_timesteps"] == step + 500 and saved_args["learning_starts"] == 100, "the run keeps its own arguments"
+    assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step + 500}", "global_step": step + 500}
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [f"checkpoint-{step + 500}"], "the old one is removed"
+    assert not (run_dir / "checkpoint.partial").exists()
+    final, final_frames, final_arrays = load_checkpoint_files(run_dir / f"checkpoint-{step + 500}")
+    assert final["global_step"] == step + 500
+    assert final["updates"] == (step + 500 - 1 - 100) // 4, "the gradient steps continue from the checkpoint's count"
+    assert_same(q_network.state_dict(), final["q_network"], "saved model vs final checkpoint")
+    # the buffer went on from the checkpoint's: what was stored before it is still there, and more
+    _, frames, arrays = load_checkpoint_files(killed_run["folder"])
+    kept = int(arrays["pos"][0])
+    assert final_frames.shape[1] > frames.shape[1]
+    np.testing.assert_array_equal(final_frames[:, :kept], frames[:, :kept])
+    for name in BUFFER_ARRAYS:
+        np.testing.assert_array_equal(final_arrays[name][:, :kept], arrays[name][:, :kept], err_msg=name)
+
+
+def test_resumed_tensorboard_log_has_no_duplicated_steps(killed_run, resumed):
+    run_dir, step = killed_run["run_dir"], killed_run["step"]
+    event_files = sorted(p.name for p in run_dir.glob("events.out.tfevents.*"))
+    assert len(event_files) == 2 and killed_run["event_file"] in event_files
+    killed = scalar_steps(run_dir / killed_run["event_file"])
+    (resumed_file,) = [name for name in event_files if name != killed_run["event_file"]]
+    again = scalar_steps(run_dir / resumed_file)
+    merged = scalar_steps(run_dir)
+    assert any(s > step for steps in killed.values() for s in steps), "the killed run must have logged past its checkpoint"
+    assert merged.get("losses/td_loss") and merged.get("losses/q_values") and merged.get("charts/episodic_return")
+    for tag in sorted(set(killed) | set(again)):
+        steps = merged.get(tag, [])
+        assert all(a < b for a, b in zip(steps, steps[1:])), f"{tag}: steps not strictly increasing (duplicates): {steps}"
+        # the killed run's points before its checkpoint, then the resumed run's. The point at the
+        # checkpoint's step itself goes too (purge_step = the step): the resumed run's first updates log
+        # their loss at that step (charts/SPS and charts/epsilon, logged every 1,000 steps, only at 1,000)
+        expected = [s for s in killed.get(tag, []) if s < step] + [s for s in again.get(tag, []) if s >= step]
+        assert steps == expected, tag
+    assert [s for s in merged["losses/td_loss"] if s < step], "the points before the checkpoint are kept"
+    assert [s for s in killed["losses/td_loss"] if s > step], "the killed run logged a loss past its checkpoint"
+
+
+# a kill during a checkpoint write
+class Killed(Exception):
+    pass
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_run, tmp_path, monkeypatch):
+    """The next checkpoint dies after its state.pt and frames.npy, before replay.npz (as a SIGKILL
+    would leave it); --resume then continues from the previous one, and the next checkpoint cleans up."""
+    monkeypatch.chdir(tmp_path)
+    run_dir, step = copy_run(killed_run, tmp_path), killed_run["step"]
+    resume = f"runs/{killed_run['run_name']}"
+    before = snapshot(run_dir / f"checkpoint-{step}")
+
+    def save_and_die(self, folder):
+        np.save(folder / "frames.npy", self.frames[:, : self.filled].cpu().numpy())
+        raise Killed
+
+    with monkeypatch.context() as mp:
+        mp.setattr(dqn_atari.ReplayBuffer, "save", save_and_die)
+        with pytest.raises(Killed):
+            dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 200, checkpoint_frequency=100, cuda=False))
+    partial = run_dir / "checkpoint.partial"
+    assert (partial / "state.pt").is_file() and (partial / "frames.npy").is_file() and not (partial / "replay.npz").exists()
+    assert torch.load(partial / "state.pt", weights_only=True)["global_step"] == step + 100, "the write was interrupted"
+
+    state, folder, args = dqn_atari.load_checkpoint(resume, dqn_atari.Args())
+    assert folder == Path(resume) / f"checkpoint-{step}" and state["global_step"] == step
+    assert args.total_timesteps == 1_000_000 and args.checkpoint_frequency == 1000, "the run's own arguments"
+    assert snapshot(run_dir / f"checkpoint-{step}") == before, "the previous checkpoint is untouched"
+
+    result = dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 100, checkpoint_frequency=100, cuda=False))
+    assert not result["interrupted"]
+    assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step + 100}", "global_step": step + 100}
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint")) == [f"checkpoint-{step + 100}", "checkpoint.json"]
+    resumed_state, frames, arrays = load_checkpoint_files(run_dir / f"checkpoint-{step + 100}")
+    assert resumed_state["global_step"] == step + 100 and frames.shape[1] == arrays["actions"].shape[1]
+
+
+# bad --resume inputs, as a user runs them
+def damage_state(run_dir):
+    folder = run_dir / checkpoint_pointer(run_dir)["folder"]
+    (folder / "state.pt").write_bytes(b"\x80\x02garbage, not a checkpoint" * 50)
+
+
+def reshape_frames(run_dir):
+    folder = run_dir / checkpoint_pointer(run_dir)["folder"]
+    filled = np.load(folder / "frames.npy", mmap_mode="r").shape[1]
+    np.save(folder / "frames.npy", np.zeros((1, filled, 42, 42), dtype=np.uint8))
+
+
+BAD_RESUME = {  # case: (prepare the cwd -> the --resume folder, extra flags, what the error line must name)
+    "missing folder": (lambda ctx: "runs/missing", [], ["runs/missing"]),
+    "damaged state.pt": (lambda ctx: ctx.damaged("dqn", damage_state), [], ["damaged"]),
+    "trained by ddqn_atari.py": (lambda ctx: ctx.damaged("ddqn", None), [], ["ddqn_atari.py"]),
+    "another game": (lambda ctx: ctx.damaged("dqn", None), ["--env-id", "PongNoFrameskip-v4"], ["--env-id", ENV_ID]),
+    "frames of the wrong shape": (lambda ctx: ctx.damaged("dqn", reshape_frames), [], ["replay buffer"]),
+}
+
+
+@pytest.fixture(scope="module")
+def ddqn_run(tmp_path_factory):
+    """A tiny ddqn_atari.py run with a checkpoint at its last step."""
+    ddqn = importlib.import_module("ddqn_atari")
+    cwd = tmp_path_factory.mktemp("ddqn")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        result = ddqn.train(ddqn.Args(checkpoint_frequency=64, **TINY_RUN))
+    run_dir = cwd / "runs" / result["run_name"]
+    assert checkpoint_pointer(run_dir)["global_step"] == 64
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bad_resume_runs(tmp_path_factory, killed_run, ddqn_run, script_env):
+    """All cases at once (each mostly waits on imports): {case: (cwd, files before, returncode, stdout, stderr)}."""
+
+    class Context:
+        def __init__(self, cwd):
+            self.cwd = cwd
+
+        def damaged(self, which, damage):
+            source = killed_run["pristine"] if which == "dqn" else ddqn_run
+            run_dir = self.cwd / "runs" / source.name
+            shutil.copytree(source, run_dir)
+            if damage:
+                damage(run_dir)
+            return str(run_dir.relative_to(self.cwd))
+
+    started = {}
+    for case, (prepare, flags, _) in BAD_RESUME.items():
+        cwd = tmp_path_factory.mktemp("bad_resume")
+        resume = prepare(Context(cwd))
+        logs = tmp_path_factory.mktemp("bad_resume_logs")
+        before = snapshot(cwd)
+        started[case] = (cwd, before, logs, start_script("dqn_atari.py", ["--resume", resume, "--no-cuda", *flags], cwd, script_env, logs))
+    results = {}
+    for case, (cwd, before, logs, proc) in started.items():
+        try:
+            proc.wait(timeout=180)
+        finally:
+            end_group(proc)
+        results[case] = (cwd, before, proc.returncode, *read_logs(logs))
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_RESUME))
+def test_bad_resume_is_one_error_line_and_changes_nothing(bad_resume_runs, case):
+    cwd, before, returncode, out, err = bad_resume_runs[case]
+    assert "Traceback" not in out + err, err
+    assert returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), f"stderr should be one 'error:' line:\n{err}"
+    missing = [word for word in BAD_RESUME[case][2] if word not in lines[0]]
+    assert not missing, f"the message should name {missing}: {lines[0]}"
+    assert snapshot(cwd) == before, "the run folder (and everything else) must be left as it was"
+
+
+# Ctrl-C
+def test_ctrl_c_writes_a_checkpoint_and_the_model_and_prints_the_resume_command(tmp_path, script_env):
+    """SIGINT to the script's process only (as `kill -INT` does): it stops after the current step, writes
+    a checkpoint and the model, closes its games and tells how to continue."""
+    cwd, logs = tmp_path / "cwd", tmp_path / "logs"
+    cwd.mkdir()
+    logs.mkdir()
+    args = ["--total-timesteps", "1000000", "--checkpoint-frequency", "100000", "--buffer-size", "2000",
+            "--learning-starts", "100000", "--no-cuda"]  # fmt: skip
+    proc = start_script("dqn_atari.py", args, cwd, script_env, logs)
+    try:
+        deadline = time.time() + 120
+        while not any(scalar_steps(p).get("charts/SPS") for p in cwd.glob("runs/*")):  # step 1,000
+            assert proc.poll() is None, read_logs(logs)[1]
+            assert time.time() < deadline, "the run never reached step 1,000"
+            time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        returncode = proc.wait(timeout=120)
+        deadline = time.time() + 10
+        while live_processes_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        orphans = live_processes_in_group(proc.pid)
+    finally:
+        end_group(proc)
+    out, err = read_logs(logs)
+    assert "Traceback" not in err, err
+    assert returncode == 0, err
+    assert not orphans, f"game processes left behind: {orphans}"
+    (run_dir,) = (cwd / "runs").iterdir()
+    stopped = re.findall(r"stopped at step ([\d,]+): writing a checkpoint", out)
+    assert len(stopped) == 1, out
+    step = int(stopped[0].replace(",", ""))
+    assert step >= 1000
+    assert f"continue it with: python dqn_atari.py --resume runs/{run_dir.name}\n" in out, out
+    assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step}", "global_step": step}
+    state, frames, arrays = load_checkpoint_files(run_dir / f"checkpoint-{step}")
+    assert state["global_step"] == step and frames.shape[1] == arrays["actions"].shape[1] > 0.9 * step
+    q_network, saved_args = dqn_atari.load_model(str(run_dir / "dqn_atari.pt"), torch.device("cpu"))
+    assert saved_args["total_timesteps"] == 1_000_000
+    assert_same(q_network.state_dict(), state["q_network"], "saved model vs checkpoint")
+    with contextlib.chdir(cwd):  # the printed folder is one that --resume takes
+        resumable, _, resumed_args = dqn_atari.load_checkpoint(f"runs/{run_dir.name}", dqn_atari.Args())
+    assert resumable["global_step"] == step and resumed_args.buffer_size == 2000
+
+
+def test_stop_during_a_checkpoint_write_keeps_that_checkpoint(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a periodic checkpoint is written (it can take minutes): the loop stops at that step,
+    whose checkpoint is complete; writing it again would first delete it, and a second Ctrl-C or a kill
+    during that rewrite would leave no checkpoint at all."""
+    monkeypatch.chdir(tmp_path)
+    steps = []
+    original = dqn_atari.save_checkpoint
+
+    def save_checkpoint_then_ctrl_c(run_dir, state, rb):
+        original(run_dir, state, rb)
+        steps.append(state["global_step"])
+        if len(steps) == 1:
+            signal.raise_signal(signal.SIGINT)  # the handler only asks the loop to stop
+
+    monkeypatch.setattr(dqn_atari, "save_checkpoint", save_checkpoint_then_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    result = dqn_atari.train(dqn_atari.Args(total_timesteps=100_000, checkpoint_frequency=200, learning_starts=50_000,
+                                            buffer_size=1000, batch_size=8, cuda=False))  # fmt: skip
+    assert signal.getsignal(signal.SIGINT) is handler, "the signal handlers are restored"
+    out = capsys.readouterr().out
+    assert steps == [200], "the checkpoint of the step it stopped at is not written twice"
+    assert result["interrupted"]
+    run_dir = Path(f"runs/{result['run_name']}")
+    assert checkpoint_pointer(run_dir) == {"folder": "checkpoint-200", "global_step": 200}
+    assert dqn_atari.load_checkpoint(str(run_dir), dqn_atari.Args())[0]["global_step"] == 200
+    assert "stopped at step 200" in out and f"continue it with: python dqn_atari.py --resume {run_dir}" in out, out
+    assert Path(result["model_path"]).is_file()
+
+
+# the Hugging Face Hub
+HUB_RUNS = {  # script: (the token get_token returns, --capture-video)
+    "dqn_atari": ("hf_fake_token", True),
+    "ddqn_atari": (None, False),
+}
+
+
+@pytest.fixture(scope="module")
+def hub_run(tmp_path_factory):
+    """hub_run(script): a tiny run with --upload-model --hf-entity tester and one evaluation game, with a
+    fake upload_folder_to_hub and huggingface_hub.get_token; run once per script."""
+    runs = {}
+
+    def run(name):
+        if name not in runs:
+            module = importlib.import_module(name)
+            token, capture_video = HUB_RUNS[name]
+            cwd, uploads, out = tmp_path_factory.mktemp(f"hub_{name}"), [], io.StringIO()
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(cwd)
+                mp.setattr(module, "upload_folder_to_hub", lambda repo_id, folder: uploads.append((repo_id, Path(folder))) or f"https://huggingface.co/{repo_id}")
+                mp.setattr(huggingface_hub, "get_token", lambda: token)
+                with contextlib.redirect_stdout(out):
+                    result = module.train(module.Args(upload_model=True, hf_entity="tester", eval_episodes=1, capture_video=capture_video, **TINY_RUN))
+            runs[name] = {"cwd": cwd, "result": result, "uploads": uploads, "stdout": out.getvalue(),
+                          "run_dir": cwd / "runs" / result["run_name"]}  # fmt: skip
+        return runs[name]
+
+    return run
+
+
+def front_matter(readme):
+    assert readme.startswith("---\n"), readme[:100]
+    return yaml.safe_load(readme[4:].split("\n---\n", 1)[0])
+
+
+@pytest.mark.parametrize("name", list(HUB_RUNS))
+def test_upload_model_builds_the_hub_folder(hub_run, name):
+    run = hub_run(name)
+    folder, result = run["run_dir"] / "hub", run["result"]
+    repo_id = f"tester/{ENV_ID}-{name}-seed1"
+    assert (folder / f"{name}.pt").read_bytes() == Path(run["cwd"] / result["model_path"]).read_bytes(), "the weights"
+    assert (folder / f"{name}.py").read_bytes() == (ROOT / f"{name}.py").read_bytes(), "the script"
+    args = json.loads((folder / "args.json").read_text())
+    assert args["env_id"] == ENV_ID and args["exp_name"] == name and args["total_timesteps"] == 64
+
+    meta = front_matter((folder / "README.md").read_text())
+    assert {"reinforcement-learning", "deep-reinforcement-learning", ENV_ID} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"][0]
+    assert results["dataset"]["name"] == ENV_ID
+    metric = results["metrics"][0]
+    assert metric["type"] == "mean_reward"
+    value = re.fullmatch(r"(-?\d+\.\d+) \+/- (\d+\.\d+)", str(metric["value"]))
+    assert value, metric["value"]
+    returns = result["eval_returns"]
+    assert len(returns) == 1 and returns[0] >= 0
+    assert float(value[1]) == pytest.approx(np.mean(returns), abs=0.005) and float(value[2]) == pytest.approx(np.std(returns), abs=0.005)
+    assert repo_id in (folder / "README.md").read_text(), "the card tells how to evaluate the uploaded model"
+
+    token, capture_video = HUB_RUNS[name]
+    if token:
+        assert run["uploads"] == [(repo_id, folder.relative_to(run["cwd"]))], "the folder, relative to the working directory"
+        assert f"uploaded to https://huggingface.co/{repo_id}" in run["stdout"]
+    else:  # not logged in: no upload; the folder stays, with the command that uploads it, and the model
+        assert run["uploads"] == []
+        lines = [line for line in run["stdout"].splitlines() if "not logged in" in line]
+        assert len(lines) == 1 and f"hf upload {repo_id} {folder.relative_to(run['cwd'])} ." in lines[0], run["stdout"]
+        q_network, saved_args = dqn_atari.load_model(str(run["cwd"] / result["model_path"]), torch.device("cpu"))
+        assert saved_args["exp_name"] == name and q_network(torch.zeros((1, 4, 84, 84), dtype=torch.uint8)).shape == (1, 6)
+    if capture_video:
+        assert (folder / "replay.mp4").stat().st_size > 1000, "the evaluation video"
+    else:
+        assert not (folder / "replay.mp4").exists()
+
+
+def test_failed_upload_keeps_the_folder_and_prints_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = dqn_atari.Args(upload_model=True, hf_entity="tester", env_id="PongNoFrameskip-v4", seed=3)
+    model_path = tmp_path / "runs" / "run" / "dqn_atari.pt"
+    dqn_atari.save_model(model_path, dqn_atari.QNetwork(6), args)
+
+    def offline(repo_id, folder):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(dqn_atari, "upload_folder_to_hub", offline)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake_token")
+    dqn_atari.push_to_hub(args, "run", model_path, [-21.0, -19.0], "videos/none")
+    out = capsys.readouterr().out
+    assert "failed (ConnectionError)" in out and f"hf upload tester/PongNoFrameskip-v4-dqn_atari-seed3 {model_path.parent / 'hub'} ." in out
+    meta = front_matter((model_path.parent / "hub" / "README.md").read_text())
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == "-20.00 +/- 1.00"
+    assert model_path.is_file() and (model_path.parent / "hub" / "dqn_atari.pt").is_file()
+
+
+# --eval-only with a Hub repo id
+def test_eval_only_downloads_the_model_from_a_hub_repo(hub_run, tmp_path, monkeypatch, capsys):
+    """The uploaded folder served as the Hub repo: the same games as the evaluation at the end of training."""
+    run = hub_run("dqn_atari")
+    repo_id, hub_folder = f"tester/{ENV_ID}-dqn_atari-seed1", run["run_dir"] / "hub"
+    calls = []
+
+    def list_repo_files(self, repo_id, **kwargs):
+        calls.append(("list", repo_id))
+        return sorted(p.name for p in hub_folder.iterdir())
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        calls.append(("download", repo_id, filename))
+        return str(hub_folder / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.chdir(tmp_path)
+    returns = dqn_atari.eval_only(dqn_atari.Args(eval_only=repo_id, eval_episodes=1, cuda=False))
+    assert calls == [("list", repo_id), ("download", repo_id, "dqn_atari.pt")]
+    assert returns == run["result"]["eval_returns"], "the model of the run, on the same evaluation game"
+    assert "evaluation over 1 games" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_only_with_a_failing_download_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    repo_id = "tester/NoSuchRepo"
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kwargs: ["README.md", "dqn_atari.pt"])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(dqn_atari.UsageError, match=repo_id):
+        dqn_atari.resolve_model_path(repo_id)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--eval-only", repo_id, "--no-cuda"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and repo_id in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
