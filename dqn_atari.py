@@ -397,16 +397,6 @@ class ReplayBuffer:
         self.pos = (saved["pos"] + cut) % self.capacity
 
 
-def available_memory_bytes(device):
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            return int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
-    except (OSError, StopIteration):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
     slope = (end_e - start_e) / duration
     return max(slope * t + start_e, end_e)
@@ -424,6 +414,7 @@ def compute_td_target(q_network, target_network, batch, gamma):
         return batch.rewards + gamma * target_max * (1 - batch.dones)
 
 
+# SETUP: arguments, device, memory, logging
 def check_args(args: Args):
     problems = [
         (args.total_timesteps < 1, "--total-timesteps must be positive"),
@@ -462,6 +453,22 @@ def check_args(args: Args):
             raise UsageError("--capture-video needs moviepy to encode videos: pip install moviepy")
 
 
+def select_device(args):
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def available_memory_bytes(device):
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def start_wandb(args, run_name, run_id=None):
     """wandb with the TensorBoard scalars; with no login, an offline run that can be synced later."""
     import wandb
@@ -481,210 +488,6 @@ def start_wandb(args, run_name, run_id=None):
         id=run_id,  # on --resume, the same wandb run
         resume="allow" if run_id else None,
     )
-
-
-def select_device(args):
-    if args.cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def save_model(path, q_network, args):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": q_network.state_dict(), "args": asdict(args)}, tmp)
-    os.replace(tmp, path)  # atomic: a kill during the write leaves no half-written model
-
-
-def load_model(path, device):
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-        n_actions = saved["model"]["network.9.weight"].shape[0]
-        q_network = QNetwork(n_actions).to(device)
-        q_network.load_state_dict(saved["model"])
-    except FileNotFoundError:
-        raise UsageError(f"no saved model at '{path}': pass the .pt file written by --save-model")
-    except Exception as e:
-        raise UsageError(f"'{path}' is not a model saved by this script ({type(e).__name__}): pass the .pt file written by --save-model")
-    return q_network.to(memory_format=torch.channels_last), saved["args"]
-
-
-def save_checkpoint(run_dir, state, rb):
-    """Write what --resume needs into a new folder, then point checkpoint.json at it. Renames are
-    atomic, so a kill at any moment leaves the previous checkpoint whole and pointed at."""
-    folder = run_dir / f"checkpoint-{state['global_step']}"
-    partial = run_dir / "checkpoint.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    torch.save(state, partial / "state.pt")
-    rb.save(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
-    os.replace(run_dir / "checkpoint.json.partial", run_dir / "checkpoint.json")
-    for old in run_dir.glob("checkpoint-*"):
-        if old != folder:
-            shutil.rmtree(old)
-
-
-RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
-                    "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency")
-
-
-def load_checkpoint(run_dir, args: Args):
-    """The state of the last checkpoint of a run folder, and the run's own arguments."""
-    try:
-        pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
-        folder = Path(run_dir) / pointer["folder"]
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-        saved = Args(**state["args"])
-    except FileNotFoundError:
-        raise UsageError(f"no checkpoint in '{run_dir}': pass a run folder runs/<run_name> of a run with --checkpoint-frequency > 0")
-    except Exception as e:
-        raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}); start a new run instead")
-    if state["script"] != os.path.basename(__file__):
-        raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
-    # the run keeps its own arguments; flags given with --resume may extend it or change what is
-    # logged and saved, but not the game or the algorithm
-    for field in fields(Args):
-        given, saved_value = getattr(args, field.name), getattr(saved, field.name)
-        if given == field.default or given == saved_value:
-            continue
-        if field.name in RESUME_OVERRIDES:
-            setattr(saved, field.name, given)
-        else:
-            flag = "--" + field.name.replace("_", "-")
-            raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
-    return state, folder, saved
-
-
-def hub_repo_id(args: Args):
-    repo_name = f"{args.env_id}-{args.exp_name}-seed{args.seed}"
-    return f"{args.hf_entity}/{repo_name}" if args.hf_entity else repo_name
-
-
-def build_hub_folder(args: Args, run_name, model_path, eval_returns, video_folder):
-    """runs/{run_name}/hub/: the weights, this script, the args, a video and a model card with the
-    metadata that the course leaderboard reads (env id as dataset, mean_reward as "mean +/- std")."""
-    folder = model_path.parent / "hub"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model_path, folder / model_path.name)
-    shutil.copy(__file__, folder / os.path.basename(__file__))
-    (folder / "args.json").write_text(json.dumps(asdict(args), indent=2))
-    videos = sorted(Path(video_folder).glob("*.mp4"), key=os.path.getmtime)
-    if videos:
-        shutil.copy(videos[-1], folder / "replay.mp4")
-    mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
-    script = os.path.basename(__file__)
-    (folder / "README.md").write_text(f"""---
-tags:
-- {args.env_id}
-- deep-reinforcement-learning
-- reinforcement-learning
-- custom-implementation
-library_name: pytorch
-model-index:
-- name: {args.exp_name}
-  results:
-  - task:
-      type: reinforcement-learning
-      name: reinforcement-learning
-    dataset:
-      name: {args.env_id}
-      type: {args.env_id}
-    metrics:
-    - type: mean_reward
-      value: {mean:.2f} +/- {std:.2f}
-      name: mean_reward
-      verified: false
----
-
-# {args.exp_name} playing {args.env_id}
-
-A Deep Q-Learning agent trained with `{script}` for {args.total_timesteps:,} environment steps (seed {args.seed}).
-Evaluation: {len(eval_returns)} full game(s) at epsilon 0.05, {mean:.2f} +/- {std:.2f}.
-
-Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
-
-```sh
-python {script} --eval-only {hub_repo_id(args)} --capture-video
-```
-
-Arguments of the run: `args.json`. Train it again:
-
-```sh
-python {script} {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k in ("env_id", "seed", "total_timesteps"))}
-```
-""")
-    return folder
-
-
-def upload_folder_to_hub(repo_id, folder):
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    repo_url = api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.parent.name}")
-    return repo_url
-
-
-def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
-    """Upload the hub folder; without a login or a network the folder stays, with the command that uploads it."""
-    from huggingface_hub import get_token
-
-    folder = build_hub_folder(args, run_name, model_path, eval_returns, video_folder)
-    repo_id = hub_repo_id(args)
-    later = f"the files are in {folder}; upload them with: hf auth login && hf upload {repo_id} {folder} ."
-    if get_token() is None:
-        print(f"not logged in to the Hugging Face Hub: {later}")
-        return
-    try:
-        print(f"uploaded to {upload_folder_to_hub(repo_id, folder)}")
-    except Exception as e:
-        print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
-
-
-def resolve_model_path(path_or_repo):
-    """A local file, or a Hub repo id (user/name) whose .pt file is downloaded."""
-    if os.path.exists(path_or_repo) or path_or_repo.count("/") != 1:
-        return path_or_repo
-    try:
-        from huggingface_hub import HfApi, hf_hub_download
-
-        filename = next(f for f in HfApi().list_repo_files(path_or_repo) if f.endswith(".pt"))
-        return hf_hub_download(path_or_repo, filename)
-    except Exception as e:
-        raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
-
-
-def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, capture_video=False, seed=0, make_env=make_env):
-    """Play full games (no episodic life, real rewards) with epsilon-greedy actions; return their scores."""
-    env = make_env(env_id, seed, 0, capture_video, run_name, training=False)()
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    episodic_returns = []
-    while len(episodic_returns) < eval_episodes:
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
-        else:
-            with torch.no_grad():
-                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))
-        obs, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            episodic_returns.append(float(info["episode"]["r"]))
-            if len(episodic_returns) < eval_episodes:  # no extra game: RecordVideo would film its start
-                obs, _ = env.reset()
-    env.close()
-    return episodic_returns
-
-
-def report_evaluation(returns, writer=None):
-    mean, std = float(np.mean(returns)), float(np.std(returns))
-    print(f"evaluation over {len(returns)} games: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
-    if writer is not None:
-        for idx, episodic_return in enumerate(returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-    return mean, std
 
 
 class Progress:
@@ -714,6 +517,7 @@ class Progress:
             self.bar.close()
 
 
+# TRAINING LOOP
 def train(args: Args, make_env=make_env):
     """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
     state = None
@@ -927,6 +731,70 @@ def train(args: Args, make_env=make_env):
     return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
 
+# EVALUATION AND SAVING
+def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, capture_video=False, seed=0, make_env=make_env):
+    """Play full games (no episodic life, real rewards) with epsilon-greedy actions; return their scores."""
+    env = make_env(env_id, seed, 0, capture_video, run_name, training=False)()
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    episodic_returns = []
+    while len(episodic_returns) < eval_episodes:
+        if rng.random() < epsilon:
+            action = int(rng.integers(env.action_space.n))
+        else:
+            with torch.no_grad():
+                action = int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            episodic_returns.append(float(info["episode"]["r"]))
+            if len(episodic_returns) < eval_episodes:  # no extra game: RecordVideo would film its start
+                obs, _ = env.reset()
+    env.close()
+    return episodic_returns
+
+
+def report_evaluation(returns, writer=None):
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    print(f"evaluation over {len(returns)} games: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
+    if writer is not None:
+        for idx, episodic_return in enumerate(returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+    return mean, std
+
+
+def save_model(path, q_network, args):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": q_network.state_dict(), "args": asdict(args)}, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the write leaves no half-written model
+
+
+def load_model(path, device):
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        n_actions = saved["model"]["network.9.weight"].shape[0]
+        q_network = QNetwork(n_actions).to(device)
+        q_network.load_state_dict(saved["model"])
+    except FileNotFoundError:
+        raise UsageError(f"no saved model at '{path}': pass the .pt file written by --save-model")
+    except Exception as e:
+        raise UsageError(f"'{path}' is not a model saved by this script ({type(e).__name__}): pass the .pt file written by --save-model")
+    return q_network.to(memory_format=torch.channels_last), saved["args"]
+
+
+def resolve_model_path(path_or_repo):
+    """A local file, or a Hub repo id (user/name) whose .pt file is downloaded."""
+    if os.path.exists(path_or_repo) or path_or_repo.endswith(".pt") or path_or_repo.count("/") != 1:
+        return path_or_repo  # load_model says it if the file is missing
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        filename = next(f for f in HfApi().list_repo_files(path_or_repo) if f.endswith(".pt"))
+        return hf_hub_download(path_or_repo, filename)
+    except Exception as e:
+        raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
+
+
 def eval_only(args: Args):
     if args.capture_video:
         check_args(args)
@@ -938,6 +806,143 @@ def eval_only(args: Args):
     returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
     report_evaluation(returns)
     return returns
+
+
+# CHECKPOINTS: what --resume continues from
+def save_checkpoint(run_dir, state, rb):
+    """Write what --resume needs into a new folder, then point checkpoint.json at it. Renames are
+    atomic, so a kill at any moment leaves the previous checkpoint whole and pointed at."""
+    folder = run_dir / f"checkpoint-{state['global_step']}"
+    partial = run_dir / "checkpoint.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.save(state, partial / "state.pt")
+    rb.save(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
+    os.replace(run_dir / "checkpoint.json.partial", run_dir / "checkpoint.json")
+    for old in run_dir.glob("checkpoint-*"):
+        if old != folder:
+            shutil.rmtree(old)
+
+
+RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
+                    "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency")
+
+
+def load_checkpoint(run_dir, args: Args):
+    """The state of the last checkpoint of a run folder, and the run's own arguments."""
+    try:
+        pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
+        folder = Path(run_dir) / pointer["folder"]
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+        saved = Args(**state["args"])
+    except FileNotFoundError:
+        raise UsageError(f"no checkpoint in '{run_dir}': pass a run folder runs/<run_name> of a run with --checkpoint-frequency > 0")
+    except Exception as e:
+        raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}); start a new run instead")
+    if state["script"] != os.path.basename(__file__):
+        raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
+    # the run keeps its own arguments; flags given with --resume may extend it or change what is
+    # logged and saved, but not the game or the algorithm
+    for field in fields(Args):
+        given, saved_value = getattr(args, field.name), getattr(saved, field.name)
+        if given == field.default or given == saved_value:
+            continue
+        if field.name in RESUME_OVERRIDES:
+            setattr(saved, field.name, given)
+        else:
+            flag = "--" + field.name.replace("_", "-")
+            raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
+    return state, folder, saved
+
+
+# HUGGING FACE HUB: share the agent, as the course does
+def hub_repo_id(args: Args):
+    repo_name = f"{args.env_id}-{args.exp_name}-seed{args.seed}"
+    return f"{args.hf_entity}/{repo_name}" if args.hf_entity else repo_name
+
+
+def build_hub_folder(args: Args, run_name, model_path, eval_returns, video_folder):
+    """runs/{run_name}/hub/: the weights, this script, the args, a video and a model card with the
+    metadata that the course leaderboard reads (env id as dataset, mean_reward as "mean +/- std")."""
+    folder = model_path.parent / "hub"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, folder / model_path.name)
+    shutil.copy(__file__, folder / os.path.basename(__file__))
+    (folder / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    videos = sorted(Path(video_folder).glob("*.mp4"), key=os.path.getmtime)
+    if videos:
+        shutil.copy(videos[-1], folder / "replay.mp4")
+    mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
+    script = os.path.basename(__file__)
+    (folder / "README.md").write_text(f"""---
+tags:
+- {args.env_id}
+- deep-reinforcement-learning
+- reinforcement-learning
+- custom-implementation
+library_name: pytorch
+model-index:
+- name: {args.exp_name}
+  results:
+  - task:
+      type: reinforcement-learning
+      name: reinforcement-learning
+    dataset:
+      name: {args.env_id}
+      type: {args.env_id}
+    metrics:
+    - type: mean_reward
+      value: {mean:.2f} +/- {std:.2f}
+      name: mean_reward
+      verified: false
+---
+
+# {args.exp_name} playing {args.env_id}
+
+A Deep Q-Learning agent trained with `{script}` for {args.total_timesteps:,} environment steps (seed {args.seed}).
+Evaluation: {len(eval_returns)} full game(s) at epsilon 0.05, {mean:.2f} +/- {std:.2f}.
+
+Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
+
+```sh
+python {script} --eval-only {hub_repo_id(args)} --capture-video
+```
+
+Arguments of the run: `args.json`. Train it again:
+
+```sh
+python {script} {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k in ("env_id", "seed", "total_timesteps"))}
+```
+""")
+    return folder
+
+
+def upload_folder_to_hub(repo_id, folder):
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_url = api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.parent.name}")
+    return repo_url
+
+
+def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
+    """Upload the hub folder; without a login or a network the folder stays, with the command that uploads it."""
+    from huggingface_hub import get_token
+
+    folder = build_hub_folder(args, run_name, model_path, eval_returns, video_folder)
+    repo_id = hub_repo_id(args)
+    later = f"the files are in {folder}; upload them with: hf auth login && hf upload {repo_id} {folder} ."
+    if get_token() is None:
+        print(f"not logged in to the Hugging Face Hub: {later}")
+        return
+    try:
+        print(f"uploaded to {upload_folder_to_hub(repo_id, folder)}")
+    except Exception as e:
+        print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
 
 
 def main(argv=None):
