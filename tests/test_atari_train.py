@@ -23,6 +23,7 @@ import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
+from helpers import live_processes_in_group, processes_left_in_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -324,18 +325,6 @@ def test_capture_video_records_training_and_evaluation(tmp_path, monkeypatch):
     assert all(v.stat().st_size > 1000 for vs in videos.values() for v in vs)
 
 
-def live_processes_in_group(pgid):
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
-
-
 def test_game_processes_ignore_ctrl_c():
     """Ctrl-C reaches the game processes too; they must keep serving the main process, which closes
     them in order (the whole-run test below cannot always see this: it depends on when the signal lands)."""
@@ -371,10 +360,7 @@ def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path, subprocess_env):
         assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
         os.killpg(proc.pid, signal.SIGINT)
         returncode = proc.wait(timeout=120)
-        deadline = time.time() + 10
-        while live_processes_in_group(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        orphans = live_processes_in_group(proc.pid)
+        orphans = processes_left_in_group(proc.pid)
     finally:
         if proc.poll() is None or live_processes_in_group(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -31,6 +31,7 @@ import yaml  # a dependency of huggingface-hub
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
+from helpers import live_processes_in_group, processes_left_in_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -63,18 +64,6 @@ def start_script(script, args, cwd, env, log_dir):
 
 def read_logs(log_dir):
     return (log_dir / "stdout.txt").read_text(), (log_dir / "stderr.txt").read_text()
-
-
-def live_processes_in_group(pgid):
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
 
 
 def end_group(proc):
@@ -451,10 +440,7 @@ def test_ctrl_c_writes_a_checkpoint_and_the_model_and_prints_the_resume_command(
             time.sleep(0.3)
         os.kill(proc.pid, signal.SIGINT)
         returncode = proc.wait(timeout=120)
-        deadline = time.time() + 10
-        while live_processes_in_group(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        orphans = live_processes_in_group(proc.pid)
+        orphans = processes_left_in_group(proc.pid)
     finally:
         end_group(proc)
     out, err = read_logs(logs)

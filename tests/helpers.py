@@ -1,0 +1,25 @@
+"""Helpers shared by the test files (pytest puts tests/ on sys.path)."""
+
+import time
+from pathlib import Path
+
+
+def live_processes_in_group(pgid):
+    """The live (not zombie) processes of a process group, read from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def processes_left_in_group(pgid, timeout=10):
+    """The processes of a group still alive after giving them `timeout` seconds to exit."""
+    deadline = time.time() + timeout
+    while live_processes_in_group(pgid) and time.time() < deadline:
+        time.sleep(0.2)
+    return live_processes_in_group(pgid)
