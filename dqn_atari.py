@@ -469,6 +469,18 @@ def available_memory_bytes(device):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def check_buffer_fits(buffer_size, frame_shape, device):
+    needed = buffer_size * ReplayBuffer.bytes_per_slot(frame_shape)
+    available = available_memory_bytes(device)
+    print(f"replay buffer: {buffer_size:,} frames, {needed / 1e9:.2f} GB on {device.type}")
+    if needed > 0.9 * available:  # fail now, not hours later when the buffer fills the memory
+        fits = int(0.8 * available / ReplayBuffer.bytes_per_slot(frame_shape))
+        raise UsageError(
+            f"a replay buffer of {buffer_size:,} frames needs {needed / 1e9:.1f} GB but only "
+            f"{available / 1e9:.1f} GB is available: use --buffer-size {fits} or less"
+        )
+
+
 def start_wandb(args, run_name, run_id=None):
     """wandb with the TensorBoard scalars; with no login, an offline run that can be synced later."""
     import wandb
@@ -537,15 +549,7 @@ def train(args: Args, make_env=make_env):
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     frame_shape = (84, 84)
-    needed = args.buffer_size * ReplayBuffer.bytes_per_slot(frame_shape)
-    available = available_memory_bytes(device)
-    print(f"replay buffer: {args.buffer_size:,} frames, {needed / 1e9:.2f} GB on {device.type}")
-    if needed > 0.9 * available:
-        fits = int(0.8 * available / ReplayBuffer.bytes_per_slot(frame_shape))
-        raise UsageError(
-            f"a replay buffer of {args.buffer_size:,} frames needs {needed / 1e9:.1f} GB but only "
-            f"{available / 1e9:.1f} GB is available: use --buffer-size {fits} or less"
-        )
+    check_buffer_fits(args.buffer_size, frame_shape, device)
 
     # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
     # files are checked before they start: their ALE banner on stderr would bury the one error line
@@ -697,11 +701,13 @@ def train(args: Args, make_env=make_env):
             signal.signal(sig, handler)
         progress.close()
         envs.close()
-    if stop_requests and args.checkpoint_frequency and checkpoint_step != global_step:
-        print(f"\nstopped at step {global_step:,}: writing a checkpoint")
-        checkpoint()
-    elif stop_requests and args.checkpoint_frequency:
-        print(f"\nstopped at step {global_step:,}: its checkpoint is written")
+    if stop_requests:
+        print(f"\nstopped at step {global_step:,}", end="")
+    if args.checkpoint_frequency and not interrupted and checkpoint_step != global_step:
+        print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
+        checkpoint()  # the last one: `--resume ... --total-timesteps N` can go further from it
+    elif stop_requests:
+        print(": its checkpoint is written" if args.checkpoint_frequency else "")
     interrupted = interrupted or bool(stop_requests)
 
     eval_returns = []
