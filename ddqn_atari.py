@@ -10,6 +10,11 @@ by chance is the one chosen, and the overestimation of Q-values feeds on itself.
 the action selection from the target Q-value generation: the DQN network (q_network) selects the
 best next action, the target network values that action. Everything else (experience replay, the
 fixed Q-target, epsilon-greedy, the Atari preprocessing, every flag and default) is dqn_atari.py's.
+
+Follows CleanRL's dqn_atari.py (flags, defaults, TensorBoard tags), on gymnasium 1.x and ale-py with
+its bundled ROMs, with the Atari wrappers and a frame-once replay buffer written inline. Departures
+from the Nature paper, as in CleanRL: Adam (lr 1e-4) instead of RMSProp, MSE instead of the clipped
+(Huber) error, target copy every 1,000 steps instead of 10,000, learning starts at 80,000 steps.
 """
 
 import json

@@ -4,11 +4,11 @@ Deep RL course (Mnih et al. 2015, "Human-level control through deep reinforcemen
     python dqn_atari.py --env-id SpaceInvadersNoFrameskip-v4 --track
 
 A Q-table cannot hold the Q-values of Atari screens, so a convolutional network approximates them:
-it takes a stack of 4 preprocessed frames and outputs one Q-value per action. The three ideas that
-keep this stable are all here: experience replay (learn from random minibatches of a replay memory),
-a fixed Q-target (a separate target network, copied every `target_network_frequency` steps) and
-epsilon-greedy exploration. Double DQN, the third fix of the course, is `ddqn_atari.py`: the same file
-with another TD target (`diff dqn_atari.py ddqn_atari.py`).
+it takes a stack of 4 preprocessed frames and outputs one Q-value per action, and the agent acts
+epsilon-greedily on them. Two of the course's three fixes for stable training are here: experience
+replay (learn from random minibatches of a replay memory) and a fixed Q-target (a separate target
+network, copied every `target_network_frequency` steps). The third, Double DQN, is `ddqn_atari.py`:
+the same file with another TD target (`diff dqn_atari.py ddqn_atari.py`).
 
 Follows CleanRL's dqn_atari.py (flags, defaults, TensorBoard tags), on gymnasium 1.x and ale-py with
 its bundled ROMs, with the Atari wrappers and a frame-once replay buffer written inline. Departures
