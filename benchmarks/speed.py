@@ -50,7 +50,7 @@ def main():
     events.Reload()
     losses = events.Scalars("losses/td_loss")
     train_sps = (losses[-1].step - losses[0].step) / (losses[-1].wall_time - losses[0].wall_time)
-    print(f"| script | steps | train SPS | wall s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
+    print("| script | steps | train SPS | wall s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
     print(f"| {opts.script} {' '.join(opts.extra)} | {opts.total_timesteps} | {train_sps:.0f} | {wall:.0f} | {peak_rss_mib:.0f} |")
 
 

@@ -161,7 +161,7 @@ def test_replay_buffer_memory(algo):
     assert per_slot * 1_000_000 <= 7.5e9
     num_envs, buffer_size = 3, 30
     rb = algo.ReplayBuffer(buffer_size, num_envs, (84, 84), torch.device("cpu"), 0)
-    per_slot_bytes, other = 0, 0
+    per_slot_bytes = 0
     for name, value in vars(rb).items():
         if isinstance(value, torch.Tensor):
             nbytes = value.element_size() * value.nelement()
