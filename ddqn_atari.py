@@ -209,9 +209,11 @@ class ClipRewardEnv(gym.RewardWrapper):
 def make_env(env_id, seed, idx, capture_video, run_name, training=True):
     def thunk():
         if multiprocessing.parent_process() is not None:
-            # Ctrl-C reaches every process of the terminal: the game processes ignore it, so that the
-            # main process can save the model and close them in order
+            # Ctrl-C reaches every process of the terminal, and a job scheduler's SIGTERM every process
+            # of the job: the game processes ignore both, so that the main process can save the model
+            # and close them in order
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # the ALE renders the grayscale screen itself (cheaper than converting RGB frames in Python);
         # frameskip=1 because MaxAndSkipEnv does the skipping ("ALE/...-v5" would skip 4 by default)
         env = gym.make(env_id, obs_type="grayscale", frameskip=1, render_mode="rgb_array" if capture_video else None)
@@ -763,7 +765,7 @@ def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, c
 
 def report_evaluation(returns, writer=None):
     mean, std = float(np.mean(returns)), float(np.std(returns))
-    print(f"evaluation over {len(returns)} games: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
+    print(f"evaluation over {len(returns)} {'game' if len(returns) == 1 else 'games'}: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
     if writer is not None:
         for idx, episodic_return in enumerate(returns):
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
@@ -813,6 +815,8 @@ def eval_only(args: Args):
     run_name = f"{env_id}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
     returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
     report_evaluation(returns)
+    if args.capture_video:
+        print(f"the video is in videos/{run_name}/")
     return returns
 
 

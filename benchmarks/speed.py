@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                          # dqn_atari.py, 30,000 steps, learning from step 5,000
     python benchmarks/speed.py --script ddqn_atari.py -- --num-envs 4 --cuda
+    python benchmarks/speed.py --total-timesteps 10000000 --buffer-size 1000000 --seconds 120   # a time budget
 
 "train SPS" is the environment steps per second after learning starts, when every step also pays for
 its share of gradient steps; it is read from the run's own TensorBoard events (the wall-clock times
@@ -13,6 +14,7 @@ run ../shared/bench/peers.py with this script's command (see README, "Speed").
 import argparse
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,7 @@ def main():
     parser.add_argument("--total-timesteps", type=int, default=30_000)
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--buffer-size", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=None, help="stop the run (as Ctrl-C does) after this long")
     parser.add_argument("extra", nargs="*", help="more flags for the script, after --")
     opts = parser.parse_args()
 
@@ -38,20 +41,28 @@ def main():
     command = [
         sys.executable, str(ROOT / opts.script), "--env-id", opts.env_id, "--seed", "1",
         "--total-timesteps", str(opts.total_timesteps), "--learning-starts", str(opts.learning_starts),
-        "--buffer-size", str(opts.buffer_size), *opts.extra,
+        "--buffer-size", str(opts.buffer_size), "--checkpoint-frequency", "0", *opts.extra,
     ]
     print("+", shlex.join(command), flush=True)
     start = time.time()
-    subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    run = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL)
+    try:
+        run.wait(timeout=opts.seconds)
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGTERM)  # the script stops after the current step and saves its logs
+        run.wait()
+    if run.returncode != 0:
+        sys.exit(f"error: the run failed (exit code {run.returncode})")
     wall = time.time() - start
     peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
 
     events = EventAccumulator(str(next((workdir / "runs").iterdir())), size_guidance={"scalars": 0})
     events.Reload()
     losses = events.Scalars("losses/td_loss")
+    steps = losses[-1].step
     train_sps = (losses[-1].step - losses[0].step) / (losses[-1].wall_time - losses[0].wall_time)
     print("| script | steps | train SPS | wall s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
-    print(f"| {opts.script} {' '.join(opts.extra)} | {opts.total_timesteps} | {train_sps:.0f} | {wall:.0f} | {peak_rss_mib:.0f} |")
+    print(f"| {opts.script} {' '.join(opts.extra)} | {steps} | {train_sps:.0f} | {wall:.0f} | {peak_rss_mib:.0f} |")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def test_eval_only_replays_the_evaluation_of_the_saved_model(space_invaders_runs
     capsys.readouterr()
     dqn_atari.main(["--eval-only", str(folder / result["model_path"]), "--eval-episodes", "1", "--no-cuda"])
     out = capsys.readouterr().out
-    scores = re.findall(r"evaluation over 1 games: (-?[\d.]+)", out)
+    scores = re.findall(r"evaluation over 1 game: (-?[\d.]+)", out)
     assert scores, out
     assert float(scores[0]) == pytest.approx(result["eval_returns"][0])
     assert not (tmp_path / "runs").exists(), "--eval-only must not start a training run folder"
@@ -325,16 +325,18 @@ def test_capture_video_records_training_and_evaluation(tmp_path, monkeypatch):
     assert all(v.stat().st_size > 1000 for vs in videos.values() for v in vs)
 
 
-def test_game_processes_ignore_ctrl_c():
-    """Ctrl-C reaches the game processes too; they must keep serving the main process, which closes
-    them in order (the whole-run test below cannot always see this: it depends on when the signal lands)."""
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_game_processes_ignore_stop_signals(stop_signal):
+    """Ctrl-C (and a scheduler's SIGTERM, `kill -- -PGID`, `pkill -f`) reaches the game processes too;
+    they must keep serving the main process, which saves the model and closes them in order (the
+    whole-run test below cannot always see this: it depends on when the signal lands)."""
     envs = gym.vector.AsyncVectorEnv(
         [dqn_atari.make_env("PongNoFrameskip-v4", 0, 0, False, "test")], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
     )
     try:
         envs.reset(seed=0)
         for process in envs.processes:
-            os.kill(process.pid, signal.SIGINT)
+            os.kill(process.pid, stop_signal)
         time.sleep(0.5)
         for _ in range(3):
             obs, *_ = envs.step(np.zeros(1, dtype=np.int64))

@@ -608,7 +608,7 @@ def test_eval_only_downloads_the_model_from_a_hub_repo(hub_run, tmp_path, monkey
     returns = dqn_atari.eval_only(dqn_atari.Args(eval_only=repo_id, eval_episodes=1, cuda=False))
     assert calls == [("list", repo_id), ("download", repo_id, "dqn_atari.pt")]
     assert returns == run["result"]["eval_returns"], "the model of the run, on the same evaluation game"
-    assert "evaluation over 1 games" in capsys.readouterr().out
+    assert "evaluation over 1 game:" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
 
 
