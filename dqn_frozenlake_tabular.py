@@ -7,6 +7,7 @@ dqn_atari.py so the two read side by side.
     python dqn_frozenlake_tabular.py --is-slippery                # the stochastic lake
     python dqn_frozenlake_tabular.py --env-id Taxi-v4 --save-model
     python dqn_frozenlake_tabular.py --eval-only runs/<run_name> --capture-video
+    python dqn_frozenlake_tabular.py --capture-video --upload-model --hf-entity <your Hub name>   # as Unit 2 ends
     tensorboard --logdir runs
 
 How it maps to Deep Q-Learning (course Unit 3, dqn_atari.py):
@@ -24,7 +25,9 @@ import difflib
 import importlib.util
 import json
 import os
+import pickle
 import re
+import shutil
 import sys
 import time
 from collections import deque
@@ -55,8 +58,12 @@ class Args:
     """whether to capture videos of the evaluation episodes (check out `videos` folder)"""
     save_model: bool = False
     """whether to save the Q-table and args into the `runs/{run_name}` folder"""
+    upload_model: bool = False
+    """whether to upload the saved Q-table, its evaluation and video to the Hugging Face Hub"""
+    hf_entity: str = ""
+    """the user or org name of the model repository from the Hugging Face Hub"""
     eval_only: Optional[str] = None
-    """evaluate a saved Q-table (a run folder or its q_table.npy) without training"""
+    """evaluate a saved Q-table (a run folder, its q_table.npy, or a Hugging Face Hub repo id) without training"""
 
     # Algorithm specific arguments; None = the env's default from ENV_DEFAULTS (printed when training starts)
     env_id: str = "FrozenLake-v1"
@@ -318,13 +325,15 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
         for idx, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
         report(q_table, eval_returns, eval_env)
-        if args.save_model:
+        if args.save_model or args.upload_model:
             save_model(q_table, args, run_name)
     finally:
         eval_env.close()  # RecordVideo writes the last video on close
         writer.close()
         if wandb_run is not None:
             wandb_run.finish()
+    if args.upload_model:  # after the close: the video is complete
+        push_to_hub(args, run_name, q_table, eval_returns)
     return q_table, eval_returns
 
 
@@ -369,18 +378,25 @@ def save_model(q_table: np.ndarray, args: Args, run_name: str) -> None:
     print(f"saved runs/{run_name}/q_table.npy and args.json; evaluate with --eval-only runs/{run_name}")
 
 
+def load_saved(path_or_repo: str) -> tuple[np.ndarray, dict]:
+    """The Q-table and saved args of a run folder, a q_table.npy, or a Hub repo id (user/name)."""
+    path = Path(path_or_repo)
+    q_path = path / "q_table.npy" if path.is_dir() else path
+    if q_path.is_file():
+        saved = json.loads((q_path.parent / "args.json").read_text()) if (q_path.parent / "args.json").is_file() else {}
+        return np.load(q_path), saved
+    if path.exists() or path_or_repo.count("/") != 1:
+        raise UsageError(f"--eval-only {path_or_repo}: no Q-table there (expected a run folder, q_table.npy or a Hub repo id)")
+    return download_from_hub(path_or_repo)
+
+
 def evaluate_saved(args: Args) -> list[float]:
     """--eval-only: env settings come from the saved args.json unless a flag sets them to a non-default value."""
-    path = Path(args.eval_only)
-    q_path = path / "q_table.npy" if path.is_dir() else path
-    if not q_path.is_file():
-        raise UsageError(f"--eval-only {args.eval_only}: no Q-table there (expected a run folder or q_table.npy)")
-    saved = json.loads((q_path.parent / "args.json").read_text()) if (q_path.parent / "args.json").is_file() else {}
+    q_table, saved = load_saved(args.eval_only)
     defaults = Args()
     env_fields = ("env_id", "is_slippery", "map_name", "max_steps")
     env_settings = {k: saved[k] for k in env_fields if k in saved and getattr(args, k) == getattr(defaults, k)}
     args = resolve_args(dataclasses.replace(args, **env_settings))
-    q_table = np.load(q_path)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     env = make_env(args, args.capture_video, run_name)
     try:
@@ -391,6 +407,137 @@ def evaluate_saved(args: Args) -> list[float]:
     finally:
         env.close()
     return eval_returns
+
+
+# HUGGING FACE HUB: share the Q-table as Unit 2 does
+def env_tag(args: Args) -> str:
+    """The env's name on the course leaderboard: for FrozenLake the map and slipperiness are part of it."""
+    if args.env_id == "FrozenLake-v1":
+        return f"FrozenLake-v1-{args.map_name or '4x4'}" + ("" if args.is_slippery else "-no_slippery")
+    return args.env_id
+
+
+def hub_repo_id(args: Args) -> str:
+    repo_name = f"{env_tag(args)}-{args.exp_name}-seed{args.seed}"
+    return f"{args.hf_entity}/{repo_name}" if args.hf_entity else repo_name
+
+
+def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_returns: list[float]) -> Path:
+    """runs/{run_name}/hub/: the Q-table (ours and the course notebook's q-learning.pkl), this script, the args,
+    the evaluation video and a model card with the metadata that the course leaderboard reads."""
+    run_dir = Path(f"runs/{run_name}")
+    folder = run_dir / "hub"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("q_table.npy", "args.json"):
+        shutil.copy(run_dir / name, folder / name)
+    shutil.copy(__file__, folder / os.path.basename(__file__))
+    # the course notebook loads this dict with load_from_hub(repo_id, "q-learning.pkl"); the eval seeds are ours
+    course_model = {
+        "env_id": args.env_id, "max_steps": args.max_steps, "n_training_episodes": args.total_episodes,
+        "n_eval_episodes": args.eval_episodes, "eval_seed": [args.seed + 10_000 + i for i in range(args.eval_episodes)],
+        "learning_rate": args.learning_rate, "gamma": args.gamma, "max_epsilon": args.start_e,
+        "min_epsilon": args.end_e, "decay_rate": args.decay_rate, "qtable": q_table,
+    }  # fmt: skip
+    (folder / "q-learning.pkl").write_bytes(pickle.dumps(course_model))
+    videos = sorted(Path(f"videos/{run_name}").glob("*.mp4"), key=os.path.getmtime)
+    if videos:
+        shutil.copy(videos[-1], folder / "replay.mp4")
+    mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
+    tag, script = env_tag(args), os.path.basename(__file__)
+    # Taxi-v4 is gymnasium >= 1.3's name for the course's Taxi-v3 (same game unless is_rainy): the leaderboard lists v3
+    extra_tag = "\n- Taxi-v3" if args.env_id == "Taxi-v4" else ""
+    (folder / "README.md").write_text(f"""---
+tags:
+- {tag}{extra_tag}
+- q-learning
+- reinforcement-learning
+- custom-implementation
+model-index:
+- name: {args.exp_name}
+  results:
+  - task:
+      type: reinforcement-learning
+      name: reinforcement-learning
+    dataset:
+      name: {tag}
+      type: {tag}
+    metrics:
+    - type: mean_reward
+      value: {mean:.2f} +/- {std:.2f}
+      name: mean_reward
+      verified: false
+---
+
+# Q-learning agent playing {tag}
+
+A Q-table trained with `{script}` for {args.total_episodes:,} episodes (seed {args.seed}), as in Unit 2 of the
+Hugging Face Deep RL course. Evaluation: {len(eval_returns)} greedy episodes, {mean:.2f} +/- {std:.2f}.
+
+Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
+
+```sh
+python {script} --eval-only {hub_repo_id(args)} --capture-video
+```
+
+In the course's notebook: `model = load_from_hub(repo_id="{hub_repo_id(args)}", filename="q-learning.pkl")`
+(`env_id` is `{args.env_id}`{", the course's Taxi-v3 under its gymnasium >= 1.3 name" if args.env_id == "Taxi-v4" else ""}).
+Arguments of the run: `args.json`.
+""")
+    return folder
+
+
+def upload_folder_to_hub(repo_id: str, folder: Path) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_url = api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.parent.name}")
+    return repo_url
+
+
+def push_to_hub(args: Args, run_name: str, q_table: np.ndarray, eval_returns: list[float]) -> None:
+    """Upload the hub folder; without a login or a network the folder stays, with the command that uploads it."""
+    from huggingface_hub import get_token
+
+    folder = build_hub_folder(args, run_name, q_table, eval_returns)
+    repo_id = hub_repo_id(args)
+    later = f"the files are in {folder}; upload them with: hf auth login && hf upload {repo_id} {folder} ."
+    if get_token() is None:
+        print(f"not logged in to the Hugging Face Hub: {later}")
+        return
+    try:
+        print(f"uploaded to {upload_folder_to_hub(repo_id, folder)}")
+    except Exception as e:
+        print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Loads the course's q-learning.pkl (a dict of numbers, strings and one array) and nothing else: a pickle
+    from the Hub could otherwise run any code while it loads."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype", "scalar"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"q-learning.pkl refers to {module}.{name}, not a plain Q-table")
+
+
+def download_from_hub(repo_id: str) -> tuple[np.ndarray, dict]:
+    """A Q-table from the Hub: this script's q_table.npy and args.json, or a course notebook's q-learning.pkl."""
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        files = HfApi().list_repo_files(repo_id)
+        if "q_table.npy" in files:
+            saved = json.loads(Path(hf_hub_download(repo_id, "args.json")).read_text()) if "args.json" in files else {}
+            return np.load(hf_hub_download(repo_id, "q_table.npy")), saved
+        with open(hf_hub_download(repo_id, "q-learning.pkl"), "rb") as f:
+            model = NumpyOnlyUnpickler(f).load()
+        return np.asarray(model["qtable"]), {"env_id": model["env_id"], "max_steps": model.get("max_steps")}
+    except Exception as e:
+        raise UsageError(
+            f"--eval-only {repo_id}: no local file of that name, and no Q-table (q_table.npy or q-learning.pkl) "
+            f"could be loaded from the Hub repo of that name ({type(e).__name__})"
+        ) from None
 
 
 if __name__ == "__main__":

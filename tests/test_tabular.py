@@ -1,14 +1,17 @@
 """Tests for dqn_frozenlake_tabular.py: pure pieces by import, full runs in process, CLI errors by subprocess."""
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import huggingface_hub
 import numpy as np
 import pytest
 import tyro
+import yaml  # a dependency of huggingface-hub
 
 import dqn_frozenlake_tabular as tab
 
@@ -203,3 +206,90 @@ def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stdout.splitlines() if "Taxi-v3" in line]) == 1
     assert list(Path("runs").glob("Taxi-v4__*"))
+
+
+# the Hugging Face Hub, as Unit 2 ends; the network is never reached: the upload, the token and the
+# downloads are replaced here
+def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
+    """Make huggingface_hub serve `folder` as every repo; returns the list of calls it received."""
+    calls = []
+
+    def list_repo_files(self, repo_id, **kwargs):
+        calls.append(("list", repo_id))
+        return sorted(p.name for p in folder.iterdir())
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        calls.append(("download", repo_id, filename))
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return calls
+
+
+@pytest.mark.parametrize("logged_in", [True, False], ids=["logged-in", "no-login"])
+def test_upload_model_builds_the_course_hub_folder(monkeypatch, capsys, logged_in):
+    uploads = []
+    monkeypatch.setattr(tab, "upload_folder_to_hub", lambda repo_id, folder: uploads.append((repo_id, folder)) or f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake" if logged_in else None)
+    q_table, eval_returns = tab.train(tab.Args(upload_model=True, hf_entity="me", capture_video=True, eval_episodes=3))
+    (run_dir,) = Path("runs").iterdir()
+    folder = run_dir / "hub"
+    repo_id = "me/FrozenLake-v1-4x4-no_slippery-dqn_frozenlake_tabular-seed1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "args.json", "dqn_frozenlake_tabular.py", "q-learning.pkl", "q_table.npy", "replay.mp4"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.load(folder / "q_table.npy"), q_table)
+    assert (folder / "dqn_frozenlake_tabular.py").read_text() == Path(tab.__file__).read_text()
+
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert {"FrozenLake-v1-4x4-no_slippery", "q-learning", "reinforcement-learning"} <= set(meta["tags"])
+    result = meta["model-index"][0]["results"][0]
+    assert result["dataset"]["name"] == "FrozenLake-v1-4x4-no_slippery"
+    assert result["metrics"][0]["value"] == f"{np.mean(eval_returns):.2f} +/- {np.std(eval_returns):.2f}"
+    assert f"--eval-only {repo_id}" in card
+
+    # the course notebook's format: a dict with its keys, the Q-table under "qtable"
+    with open(folder / "q-learning.pkl", "rb") as f:
+        course_model = tab.NumpyOnlyUnpickler(f).load()
+    assert set(course_model) == {"env_id", "max_steps", "n_training_episodes", "n_eval_episodes", "eval_seed",
+                                 "learning_rate", "gamma", "max_epsilon", "min_epsilon", "decay_rate", "qtable"}
+    assert course_model["env_id"] == "FrozenLake-v1" and len(course_model["eval_seed"]) == 3
+    np.testing.assert_array_equal(course_model["qtable"], q_table)
+
+    out = capsys.readouterr().out
+    if logged_in:
+        assert uploads == [(repo_id, folder)] and f"uploaded to https://hf.co/{repo_id}" in out
+    else:  # the folder stays, with the command that uploads it
+        assert uploads == [] and f"hf upload {repo_id} {folder} ." in out
+
+
+@pytest.mark.parametrize("files", ["ours", "course-pickle-only"])
+def test_eval_only_from_a_hub_repo(monkeypatch, tmp_path, files):
+    """A repo of this script (q_table.npy + args.json) or of the course notebook (q-learning.pkl only):
+    the env comes from the repo, and the games are those of the evaluation after training."""
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    q_table, eval_returns = tab.train(tab.Args(env_id="Taxi-v4", total_episodes=1000, eval_episodes=20, upload_model=True))
+    folder = next(Path("runs").glob("*/hub"))
+    if files == "course-pickle-only":
+        for name in ("q_table.npy", "args.json"):
+            (folder / name).unlink()
+    calls = serve_as_hub_repo(monkeypatch, folder)
+    assert tab.evaluate_saved(tab.Args(eval_only="someone/taxi", eval_episodes=20)) == eval_returns
+    expected = ["q_table.npy", "args.json"] if files == "ours" else ["q-learning.pkl"]
+    assert sorted(call[2] for call in calls if call[0] == "download") == sorted(expected)
+
+
+def test_a_pickle_that_runs_code_is_refused(monkeypatch, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "q-learning.pkl").write_bytes(pickle.dumps({"env_id": "FrozenLake-v1", "qtable": Payload()}))
+    serve_as_hub_repo(monkeypatch, folder)
+    with pytest.raises(tab.UsageError, match="someone/evil"):
+        tab.evaluate_saved(tab.Args(eval_only="someone/evil"))
+    assert not (tmp_path / "pwned").exists()
