@@ -3,6 +3,8 @@
 import time
 from pathlib import Path
 
+import huggingface_hub
+
 
 def live_processes_in_group(pgid):
     """The live (not zombie) processes of a process group, read from /proc."""
@@ -23,3 +25,20 @@ def processes_left_in_group(pgid, timeout=10):
     while live_processes_in_group(pgid) and time.time() < deadline:
         time.sleep(0.2)
     return live_processes_in_group(pgid)
+
+
+def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
+    """Make huggingface_hub serve `folder` as every repo (no network); returns the calls it received."""
+    calls = []
+
+    def list_repo_files(self, repo_id, **kwargs):
+        calls.append(("list", repo_id))
+        return sorted(p.name for p in folder.iterdir())
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        calls.append(("download", repo_id, filename))
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return calls

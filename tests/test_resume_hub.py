@@ -31,7 +31,7 @@ import yaml  # a dependency of huggingface-hub
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from helpers import live_processes_in_group, processes_left_in_group
+from helpers import live_processes_in_group, processes_left_in_group, serve_as_hub_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -591,19 +591,8 @@ def test_failed_upload_keeps_the_folder_and_prints_the_command(tmp_path, monkeyp
 def test_eval_only_downloads_the_model_from_a_hub_repo(hub_run, tmp_path, monkeypatch, capsys):
     """The uploaded folder served as the Hub repo: the same games as the evaluation at the end of training."""
     run = hub_run("dqn_atari")
-    repo_id, hub_folder = f"tester/{ENV_ID}-dqn_atari-seed1", run["run_dir"] / "hub"
-    calls = []
-
-    def list_repo_files(self, repo_id, **kwargs):
-        calls.append(("list", repo_id))
-        return sorted(p.name for p in hub_folder.iterdir())
-
-    def hf_hub_download(repo_id, filename, **kwargs):
-        calls.append(("download", repo_id, filename))
-        return str(hub_folder / filename)
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    repo_id = f"tester/{ENV_ID}-dqn_atari-seed1"
+    calls = serve_as_hub_repo(monkeypatch, run["run_dir"] / "hub")
     monkeypatch.chdir(tmp_path)
     returns = dqn_atari.eval_only(dqn_atari.Args(eval_only=repo_id, eval_episodes=1, cuda=False))
     assert calls == [("list", repo_id), ("download", repo_id, "dqn_atari.pt")]

@@ -14,6 +14,7 @@ import tyro
 import yaml  # a dependency of huggingface-hub
 
 import dqn_frozenlake_tabular as tab
+from helpers import serve_as_hub_repo
 
 LEFT, DOWN, RIGHT, UP = range(4)  # FrozenLake's actions
 
@@ -210,23 +211,6 @@ def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
 
 # the Hugging Face Hub, as Unit 2 ends; the network is never reached: the upload, the token and the
 # downloads are replaced here
-def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
-    """Make huggingface_hub serve `folder` as every repo; returns the list of calls it received."""
-    calls = []
-
-    def list_repo_files(self, repo_id, **kwargs):
-        calls.append(("list", repo_id))
-        return sorted(p.name for p in folder.iterdir())
-
-    def hf_hub_download(repo_id, filename, **kwargs):
-        calls.append(("download", repo_id, filename))
-        return str(folder / filename)
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
-    return calls
-
-
 @pytest.mark.parametrize("logged_in", [True, False], ids=["logged-in", "no-login"])
 def test_upload_model_builds_the_course_hub_folder(monkeypatch, capsys, logged_in):
     uploads = []
