@@ -59,8 +59,8 @@ def main():
     events = EventAccumulator(str(next((workdir / "runs").iterdir())), size_guidance={"scalars": 0})
     events.Reload()
     losses = events.Scalars("losses/td_loss")
-    steps = losses[-1].step
-    train_sps = (losses[-1].step - losses[0].step) / (losses[-1].wall_time - losses[0].wall_time)
+    steps = losses[-1].step  # with --seconds, where the run stopped
+    train_sps = (steps - losses[0].step) / (losses[-1].wall_time - losses[0].wall_time)
     print("| script | steps | train SPS | wall s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
     print(f"| {opts.script} {' '.join(opts.extra)} | {steps} | {train_sps:.0f} | {wall:.0f} | {peak_rss_mib:.0f} |")
 
