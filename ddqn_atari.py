@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional
 
 import ale_py
 import gymnasium as gym
@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from ale_py.vector_env import AtariVectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # ale-py >= 0.9 ships the ROMs; this makes "SpaceInvadersNoFrameskip-v4" known to gym.make
@@ -103,6 +104,10 @@ class Args:
     """environment steps before learning starts"""
     train_frequency: int = 4
     """the environment steps per gradient step"""
+    env_backend: Literal["gymnasium", "ale-vector"] = "gymnasium"
+    """the games: gymnasium's vector env over the wrappers below, or ale-py's faster C++ one (ALEVectorEnv)"""
+    compile: bool = False
+    """if toggled, compile the gradient step with torch.compile (on a GPU: replayed as CUDA graphs); about a minute of compiling first"""
 
 
 class UsageError(Exception):
@@ -240,6 +245,67 @@ def make_env(env_id, seed, idx, capture_video, run_name, training=True):
     return thunk
 
 
+class ALEVectorEnv:
+    """--env-backend ale-vector: ale-py's own vector env, the fast path. Its games run on C++ threads of
+    this process (no game processes, no frames sent through pipes), and step while the network learns.
+
+    It does the frame skip (4, max over the last two frames), 0 to 29 no-ops and FIRE on reset, the
+    84x84 grayscale frames and the next-step autoreset itself. Three things are done here instead,
+    because its own versions differ from the wrappers above:
+    - episodic life: its `episodic_life=True` restarts the whole game at each lost life, so a second
+      life would never be played. Here a lost life only ends the agent's episode, and the step after it
+      presses FIRE (NOOP in games without FIRE), as EpisodicLifeEnv and FireResetEnv do
+    - reward clipping: clipped rewards hide the real game score, so the raw rewards are summed into the
+      score (`charts/episodic_return`) and clipped here
+    - frame stacking: it pads a new episode's stack with black frames; here the first frame is repeated,
+      as FrameStackObservation does and as the replay buffer rebuilds its stacks
+    Not identical to the wrappers above: the start of each game differs by a few frames (FIRE, then
+    no-ops; the wrappers do no-ops, then FIRE and RIGHT), so the same seed plays other games."""
+
+    def __init__(self, env_id, num_envs, training=True, **options):
+        game = gym.registry[env_id].kwargs  # "SpaceInvadersNoFrameskip-v4" and "ALE/SpaceInvaders-v5": "space_invaders"
+        self.envs = AtariVectorEnv(
+            game["game"], num_envs, frameskip=4, stack_num=1, reward_clipping=False, episodic_life=False,
+            repeat_action_probability=game["repeat_action_probability"],  # v4 ids: 0, v5 ids: 0.25 (sticky actions)
+            max_num_frames_per_episode=game["max_num_frames_per_episode"], **options,
+        )  # fmt: skip
+        self.num_envs, self.training = num_envs, training
+        self.single_action_space = self.envs.single_action_space
+        actions = list(self.envs.ale.get_action_set())
+        fire = options.get("use_fire_reset", True) and ale_py.Action.FIRE in actions
+        self.restart_action = actions.index(ale_py.Action.FIRE) if fire else 0  # FIRE, or NOOP
+
+    def reset(self, seed=None):
+        frames, info = self.envs.reset(seed=seed)  # game i gets seed + i, as with gym.vector
+        self.stack = np.repeat(frames, 4, axis=1)  # (N, 4, 84, 84) uint8
+        self.lives, self.score = info["lives"], np.zeros(self.num_envs)
+        self.game_over = np.zeros(self.num_envs, dtype=bool)  # the C++ env resets these games at the next step
+        self.life_lost = np.zeros(self.num_envs, dtype=bool)  # these games go on after a lost life at the next step
+        return self.stack.copy(), {}
+
+    def step_async(self, actions):  # returns at once: the games step while the network learns
+        self.envs.send(np.where(self.life_lost, self.restart_action, actions))
+
+    def step_wait(self):
+        frames, raw_rewards, terminated, truncated, info = self.envs.recv()
+        restart = self.game_over | self.life_lost  # a reset step (next-step autoreset): no transition
+        self.score = np.where(self.game_over, 0, self.score) + raw_rewards  # the real score: all lives, unclipped
+        self.game_over = terminated | truncated
+        lives = info["lives"]
+        # training only: a lost life ends the agent's episode (Qbert sits at 0 lives for a few frames: no loss)
+        self.life_lost = self.training & (0 < lives) & (lives < self.lives) & ~self.game_over
+        self.lives = lives
+        self.stack = np.where(restart[:, None, None, None], frames, np.concatenate([self.stack[:, 1:], frames], axis=1))
+        rewards = np.where(restart, 0.0, np.sign(raw_rewards) if self.training else raw_rewards).astype(np.float32)
+        infos = {}
+        if self.game_over.any():  # "l" counts frames, as RecordEpisodeStatistics under the frame skip does
+            infos = {"episode": {"r": self.score.copy(), "l": info["episode_frame_number"].copy()}, "_episode": self.game_over.copy()}
+        return self.stack.copy(), rewards, terminated | self.life_lost, truncated, infos
+
+    def close(self):
+        self.envs = None  # its close() leaves the C++ threads running; freeing it stops them
+
+
 def check_atari_env_id(env_id):
     """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
     if env_id not in gym.registry:
@@ -298,75 +364,89 @@ class ReplayBuffer:
     action, reward and termination that followed. The next observation's newest frame is slot i + 1.
     When an episode ends, its last frame takes one extra slot, and the next episode starts after it.
     A stack reaching back past an episode's first frame repeats that frame, as FrameStackObservation
-    does after a reset. 1M frames take 7.1 GB (CleanRL's buffer: 28 GB)."""
+    does after a reset. 1M frames take 7.1 GB (CleanRL's buffer: 28 GB).
+
+    Everything that sampling reads lives on the device (the GPU when there is one), and the indices
+    are drawn there by a torch generator: a gradient step never waits for the host, nor the host for it.
+    Only the write positions stay on the host: they follow from the games' done flags, known there."""
+
+    CANDIDATES = 8  # draws per sample, of which the first complete transition is taken (see sample)
 
     def __init__(self, buffer_size, num_envs, frame_shape, device, seed):
         self.capacity = buffer_size // num_envs  # slots per game
         self.num_envs = num_envs
         self.device = device
-        self.frames = torch.empty((num_envs, self.capacity, *frame_shape), dtype=torch.uint8, device=device)
-        self.actions = np.zeros((num_envs, self.capacity), dtype=np.uint8)
-        self.rewards = np.zeros((num_envs, self.capacity), dtype=np.float32)
-        self.dones = np.zeros((num_envs, self.capacity), dtype=bool)
-        self.first = np.zeros((num_envs, self.capacity), dtype=bool)  # first frame of an episode
-        self.valid = np.zeros((num_envs, self.capacity), dtype=bool)  # slot starts a complete transition
-        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next
+        shape = (num_envs, self.capacity)
+        self.frames = torch.empty((*shape, *frame_shape), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.rewards = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.dones = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.first = torch.zeros(shape, dtype=torch.bool, device=device)  # first frame of an episode
+        self.valid = torch.zeros(shape, dtype=torch.bool, device=device)  # slot starts a complete transition
+        self.newest = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each game's last transition
+        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next (on the host)
         self.filled = 0  # highest slot count written by any game
-        self.rng = np.random.default_rng(seed)
+        self.rng = torch.Generator(device=device).manual_seed(seed)
 
     @staticmethod
     def bytes_per_slot(frame_shape):
         return int(np.prod(frame_shape)) + 1 + 4 + 1 + 1 + 1  # frame, action, reward, done, first, valid
 
     def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
-        """Add one step of every game whose `store` is true; `first` marks an episode's first observation."""
+        """Add one step of every game whose `store` is true; `first` marks an episode's first observation.
+        obs and next_obs are the observations already on the device; the rest are the host's arrays."""
         env_ids = np.flatnonzero(store)
         if len(env_ids) == 0:
             return
-        ended = terminations[env_ids] | truncations[env_ids]
         slot = self.pos[env_ids]
-        nxt = (slot + 1) % self.capacity
-        ids = torch.as_tensor(env_ids, device=self.device)
-        self.frames[ids, torch.as_tensor(slot, device=self.device)] = torch.as_tensor(obs[env_ids, -1]).to(self.device)
+        # one host->device copy carries this step's indices and values: the game, its slot, the 4 slots
+        # after it (see below), the action, the termination and whether the observation starts an episode
+        after = [(slot + k) % self.capacity for k in (1, 2, 3, 4)]
+        rows = np.stack([env_ids, slot, *after, actions[env_ids], terminations[env_ids], first[env_ids]])
+        game, slot_, nxt, *oldest, action, terminated, starts = torch.as_tensor(rows, device=self.device)
+        self.frames[game, slot_] = obs[game, -1]
         # the next observation's newest frame goes to the next slot; if the episode goes on, the next
         # add() finds it there as its own observation's frame and writes the same frame again
-        self.frames[ids, torch.as_tensor(nxt, device=self.device)] = torch.as_tensor(next_obs[env_ids, -1]).to(self.device)
-        self.actions[env_ids, slot] = actions[env_ids]
-        self.rewards[env_ids, slot] = rewards[env_ids]
-        self.dones[env_ids, slot] = terminations[env_ids]  # truncation is not terminal: it bootstraps
-        self.first[env_ids, slot] = first[env_ids]
-        self.valid[env_ids, slot] = True
-        self.first[env_ids, nxt] = False
-        self.valid[env_ids, nxt] = False  # its next frame is not known yet
+        self.frames[game, nxt] = next_obs[game, -1]
+        self.actions[game, slot_] = action.to(torch.uint8)
+        self.rewards[game, slot_] = torch.as_tensor(rewards[env_ids], dtype=torch.float32, device=self.device)
+        self.dones[game, slot_] = terminated.bool()  # truncation is not terminal: it bootstraps
+        self.first[game, slot_] = starts.bool()
+        self.valid[game, slot_] = True
+        self.newest[game] = slot_
+        self.first[game, nxt] = False
+        self.valid[game, nxt] = False  # its next frame is not known yet
         # the oldest slots, just ahead of the write position, would now read the new frames as their past
-        for k in (2, 3, 4):
-            self.valid[env_ids, (slot + k) % self.capacity] = False
+        for ahead in oldest:
+            self.valid[game, ahead] = False
+        ended = terminations[env_ids] | truncations[env_ids]
         self.pos[env_ids] = (slot + 1 + ended) % self.capacity
         self.filled = min(self.capacity, max(self.filled, int(slot.max()) + 2))
 
     def sample(self, batch_size):
-        env_ids = self.rng.integers(self.num_envs, size=batch_size)
-        slots = self.rng.integers(self.filled, size=batch_size)
-        bad = ~self.valid[env_ids, slots]
-        while bad.any():  # a few slots start no transition (an episode's last frame, the write position): redraw them
-            env_ids[bad] = self.rng.integers(self.num_envs, size=bad.sum())
-            slots[bad] = self.rng.integers(self.filled, size=bad.sum())
-            bad = ~self.valid[env_ids, slots]
+        # Rejection sampling without a loop: draw CANDIDATES (game, slot) pairs per sample and keep the
+        # first that starts a complete transition (not an episode's last frame, not the write position).
+        # That is uniform over the complete transitions, as redrawing until one is found would be, but
+        # `while bad.any()` would make the host wait for the GPU. A sample whose candidates are all
+        # incomplete (odds: the incomplete fraction, about 1%, to the 8th power) takes its game's newest.
+        size = (batch_size, self.CANDIDATES)
+        env_ids = torch.randint(self.num_envs, size, device=self.device, generator=self.rng)
+        slots = torch.randint(self.filled, size, device=self.device, generator=self.rng)
+        ok = self.valid[env_ids, slots]
+        pick = ok.int().argmax(dim=1, keepdim=True)  # the first complete candidate
+        env_ids, slots = env_ids.gather(1, pick).squeeze(1), slots.gather(1, pick).squeeze(1)
+        slots = torch.where(ok.any(dim=1), slots, self.newest[env_ids])
         # frames slot-3 .. slot+1: the observation is the first four, the next observation the last four
-        window = (slots[:, None] + np.arange(-3, 2)) % self.capacity
+        window = (slots[:, None] + torch.arange(-3, 2, device=self.device)) % self.capacity
         for k in (2, 1, 0):  # from the newest frame back: before an episode's first frame, repeat it
-            window[:, k] = np.where(self.first[env_ids, window[:, k + 1]], window[:, k + 1], window[:, k])
-        frames = self.frames[torch.as_tensor(env_ids[:, None], device=self.device), torch.as_tensor(window, device=self.device)]
-
-        def to_device(x, dtype):
-            return torch.as_tensor(x, dtype=dtype).to(self.device, non_blocking=True)
-
+            window[:, k] = torch.where(self.first[env_ids, window[:, k + 1]], window[:, k + 1], window[:, k])
+        frames = self.frames[env_ids[:, None], window]
         return ReplayBatch(
             observations=frames[:, :4],
-            actions=to_device(self.actions[env_ids, slots], torch.int64).unsqueeze(1),
-            rewards=to_device(self.rewards[env_ids, slots], torch.float32),
+            actions=self.actions[env_ids, slots].long().unsqueeze(1),
+            rewards=self.rewards[env_ids, slots],
             next_observations=frames[:, 1:],
-            dones=to_device(self.dones[env_ids, slots], torch.float32),
+            dones=self.dones[env_ids, slots].float(),
         )
 
     ARRAYS = ("actions", "rewards", "dones", "first", "valid")
@@ -374,8 +454,8 @@ class ReplayBuffer:
     def save(self, folder):
         """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed."""
         np.save(folder / "frames.npy", self.frames[:, : self.filled].cpu().numpy())
-        arrays = {name: getattr(self, name)[:, : self.filled] for name in self.ARRAYS}
-        np.savez(folder / "replay.npz", pos=self.pos, rng=json.dumps(self.rng.bit_generator.state), **arrays)
+        arrays = {name: getattr(self, name)[:, : self.filled].cpu().numpy() for name in self.ARRAYS}
+        np.savez(folder / "replay.npz", pos=self.pos, rng=self.rng.get_state().numpy(), **arrays)
 
     def load(self, folder, check_only=False):
         """check_only: only check that the files fit this buffer (cheap, nothing is read into it)."""
@@ -392,11 +472,18 @@ class ReplayBuffer:
             chunk = np.array(frames[:, start : start + 50_000])
             self.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(self.device)
         for name in self.ARRAYS:
-            getattr(self, name)[:, :filled] = saved[name]
+            getattr(self, name)[:, :filled] = torch.from_numpy(saved[name]).to(self.device)
         self.filled = filled
-        self.rng.bit_generator.state = json.loads(str(saved["rng"]))
-        # the episodes cut by the checkpoint end there: their last frame keeps its slot, the games restart
-        cut = self.valid[np.arange(self.num_envs), (saved["pos"] - 1) % self.capacity]
+        try:
+            self.rng.set_state(torch.from_numpy(saved["rng"]))
+        except (RuntimeError, TypeError):  # saved on another kind of device: the draws go on from the seed
+            pass
+        # the episodes cut by the checkpoint end there: their last frame keeps its slot, the games restart.
+        # A game's newest transition is the slot before its write position, or the one before that when
+        # the episode had just ended (its last frame took a slot of its own)
+        last = (saved["pos"] - 1) % self.capacity
+        cut = self.valid[np.arange(self.num_envs), last].cpu().numpy()
+        self.newest = torch.as_tensor(np.where(cut, last, (last - 1) % self.capacity), device=self.device)
         self.pos = (saved["pos"] + cut) % self.capacity
 
 
@@ -415,6 +502,17 @@ def compute_td_target(q_network, target_network, batch, gamma):
         target_max = target_network(batch.next_observations).gather(1, next_actions).squeeze(1)
         # --- end of the TD target block ---
         return batch.rewards + gamma * target_max * (1 - batch.dones)
+
+
+def gradient_step(q_network, target_network, optimizer, batch, gamma):
+    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean Q(s, a)."""
+    td_target = compute_td_target(q_network, target_network, batch, gamma)
+    old_val = q_network(batch.observations).gather(1, batch.actions).squeeze(1)
+    loss = F.mse_loss(old_val, td_target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), old_val.mean().detach()
 
 
 # SETUP: arguments, device, memory, logging
@@ -550,6 +648,7 @@ def train(args: Args, make_env=make_env):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic  # let cuDNN time its convolution kernels
 
     frame_shape = (84, 84)
     check_buffer_fits(args.buffer_size, frame_shape, device)
@@ -564,10 +663,13 @@ def train(args: Args, make_env=make_env):
             raise UsageError(f"the replay buffer of the checkpoint in '{args.resume}' is damaged or does not fit this run ({type(e).__name__}); start a new run instead")
 
     # env setup: each game runs in its own process, so it steps while the network learns
-    envs = gym.vector.AsyncVectorEnv(
-        [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name) for i in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
+    if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
+        envs = ALEVectorEnv(args.env_id, args.num_envs)
+    else:
+        envs = gym.vector.AsyncVectorEnv(
+            [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name) for i in range(args.num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+        )
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
 
     q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
@@ -576,6 +678,9 @@ def train(args: Args, make_env=make_env):
     # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
     target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
     target_network.load_state_dict(q_network.state_dict())
+    # --compile: the update launches ~40 small kernels, and on a GPU their launches take most of its time;
+    # compiled and replayed as CUDA graphs ("reduce-overhead"), they are launched together
+    update = torch.compile(gradient_step, mode="reduce-overhead" if device.type == "cuda" else None) if args.compile else gradient_step
     rng = np.random.default_rng(args.seed)  # exploration
     global_step, updates = 0, 0
     if state:  # all of it is checked before anything is written into the run folder
@@ -631,6 +736,7 @@ def train(args: Args, make_env=make_env):
     interrupted = False
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + global_step)
+    obs = torch.as_tensor(obs, device=device)
     first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
     autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
     try:
@@ -641,8 +747,8 @@ def train(args: Args, make_env=make_env):
             greedy = rng.random(args.num_envs) >= epsilon
             if greedy.any():
                 with torch.no_grad():
-                    q_values = q_network(torch.as_tensor(obs[greedy], device=device))
-                actions[greedy] = q_values.argmax(dim=1).cpu().numpy()
+                    q_values = q_network(obs)
+                actions = np.where(greedy, q_values.argmax(dim=1).cpu().numpy(), actions)
 
             # TRY NOT TO MODIFY: the games play the actions while the network learns below
             envs.step_async(actions)
@@ -650,20 +756,14 @@ def train(args: Args, make_env=make_env):
             # ALGO LOGIC: training, one gradient step every `train_frequency` environment steps
             due = max(0, (global_step - args.learning_starts) // args.train_frequency)
             while updates < due:
-                data = rb.sample(args.batch_size)
-                td_target = compute_td_target(q_network, target_network, data, args.gamma)
-                old_val = q_network(data.observations).gather(1, data.actions).squeeze(1)
-                loss = F.mse_loss(old_val, td_target)
-
-                # optimize the model
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                if args.compile:  # a new step: CUDA graphs may reuse the memory of the last step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma)
                 updates += 1
 
                 if updates % 100 == 0:  # .item() waits for the GPU: only when logging
                     writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", old_val.mean().item(), global_step)
+                    writer.add_scalar("losses/q_values", q_mean.item(), global_step)
 
                 # update the fixed Q-target every `target_network_frequency` environment steps
                 if (updates * args.train_frequency) % args.target_network_frequency < args.train_frequency:
@@ -671,6 +771,7 @@ def train(args: Args, make_env=make_env):
                         target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
 
             next_obs, rewards, terminations, truncations, infos = envs.step_wait()
+            next_obs = torch.as_tensor(next_obs, device=device)  # one copy to the device, for acting and replay
             global_step += args.num_envs
 
             # TRY NOT TO MODIFY: record rewards for plotting purposes

@@ -175,3 +175,19 @@ def test_replay_buffer_memory(algo):
             assert value.size == num_envs if isinstance(value, np.ndarray) else value.nelement() <= num_envs, name
     assert rb.capacity * num_envs == buffer_size
     assert per_slot_bytes == per_slot * buffer_size
+
+
+def test_sample_takes_only_complete_transitions_without_redrawing(algo):
+    """sample() draws a fixed number of candidates per sample (no loop that waits for the device) and keeps
+    the first complete one. With one complete transition among two slots, 1 sample in 256 finds none among
+    its 8 candidates and takes the game's newest transition: every sample must be that transition."""
+    rb = algo.ReplayBuffer(10, 1, (84, 84), torch.device("cpu"), 0)
+    frames = torch.stack([torch.full((84, 84), value, dtype=torch.uint8) for value in (7, 9)])
+    obs, next_obs = frames[[0, 0, 0, 0]][None], frames[[0, 0, 0, 1]][None]  # an episode's first step, its last
+    one = np.ones(1, dtype=bool)
+    rb.add(obs, np.array([2]), np.array([1.5]), next_obs, terminations=one, truncations=~one, first=one, store=one)
+    assert rb.filled == 2 and rb.valid.tolist() == [[True] + [False] * 9]
+    batch = rb.sample(2000)
+    assert torch.equal(batch.observations, obs.expand(2000, -1, -1, -1))
+    assert torch.equal(batch.next_observations, next_obs.expand(2000, -1, -1, -1))
+    assert (batch.actions == 2).all() and (batch.rewards == 1.5).all() and (batch.dones == 1).all()

@@ -146,17 +146,20 @@ def make_side_game(env_id, seed, idx, capture_video, run_name, training=True):
     return thunk
 
 
-def test_learns_to_pick_the_side_of_the_square(algo, tmp_path, monkeypatch):
-    """~200 one-step episodes of experience (half the steps are autoreset steps); 100% after 300 steps
-    in trials, so 400 steps and a 90% bar leave a wide margin. Cheap enough to run for both scripts."""
-    monkeypatch.chdir(tmp_path)
-    args = algo.Args(
-        env_id="SideGame", total_timesteps=400, learning_starts=64, batch_size=16, buffer_size=1000,
-        train_frequency=1, learning_rate=1e-3, exploration_fraction=0.5, end_e=0.05,
-        target_network_frequency=100, save_model=True, eval_episodes=0, cuda=False,
-    )  # fmt: skip
-    result = algo.train(args, make_env=make_side_game)
-    q_network, _ = algo.load_model(result["model_path"], torch.device("cpu"))
+SIDE_GAME_RUN = dict(
+    env_id="SideGame", total_timesteps=400, learning_starts=64, batch_size=16, buffer_size=1000,
+    train_frequency=1, learning_rate=1e-3, exploration_fraction=0.5, end_e=0.05,
+    target_network_frequency=100, save_model=True, eval_episodes=0, cuda=False,
+)  # fmt: skip
+
+
+def train_on_side_game(algo, folder, **flags):
+    """Train on SideGame in `folder`; returns the losses logged and the trained network's accuracy
+    (the share of 200 fresh frames whose side the greedy policy names)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        result = algo.train(algo.Args(**SIDE_GAME_RUN, **flags), make_env=make_side_game)
+    q_network, _ = algo.load_model(str(folder / result["model_path"]), torch.device("cpu"))
     game = SideGame()
     game.reset(seed=12345)  # fresh frames: the training games were seeded with args.seed
     obs, sides = [], []
@@ -167,8 +170,30 @@ def test_learns_to_pick_the_side_of_the_square(algo, tmp_path, monkeypatch):
     with torch.no_grad():
         actions = q_network(torch.as_tensor(np.array(obs))).argmax(dim=1).numpy()
     assert 0.2 < np.mean(sides) < 0.8
-    accuracy = np.mean(actions == np.array(sides))
+    losses = [v for _, v in scalars(folder / "runs" / result["run_name"])["losses/td_loss"]]
+    return losses, np.mean(actions == np.array(sides))
+
+
+def test_learns_to_pick_the_side_of_the_square(algo, tmp_path):
+    """~200 one-step episodes of experience (half the steps are autoreset steps); 100% after 300 steps
+    in trials, so 400 steps and a 90% bar leave a wide margin. Cheap enough to run for both scripts."""
+    _, accuracy = train_on_side_game(algo, tmp_path)
     assert accuracy >= 0.9, f"the greedy policy picks the right side on only {accuracy:.0%} of fresh frames"
+
+
+def test_compiled_gradient_step_learns_as_the_eager_one(tmp_path):
+    """--compile (torch.compile of the gradient step; on a GPU, CUDA graphs) changes how the step runs, not
+    what it computes: the same run gives the same losses, up to the float rounding of fused kernels, and
+    learns. dqn_atari.py only (see the module docstring); compiling takes ~30 s on the CPU."""
+    (tmp_path / "eager").mkdir()
+    (tmp_path / "compiled").mkdir()
+    eager_losses, _ = train_on_side_game(dqn_atari, tmp_path / "eager")
+    losses, accuracy = train_on_side_game(dqn_atari, tmp_path / "compiled", compile=True)
+    assert len(losses) == len(eager_losses) == 3, "336 gradient steps, a loss logged every 100"
+    # Adam turns rounding-sized gradients into lr-sized steps, so the weights drift apart by ~1e-3 over
+    # the run; the losses stay within 1%
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-2)
+    assert accuracy >= 0.9, f"the compiled path picks the right side on only {accuracy:.0%} of fresh frames"
 
 
 # a short real Atari run, twice
@@ -233,6 +258,19 @@ def test_same_seed_same_run(space_invaders_runs):
     for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "charts/episodic_length"):
         assert logged_a[tag] == logged_b[tag], tag
     assert result_a["eval_returns"] == result_b["eval_returns"]
+
+
+def test_ale_vector_backend_trains_and_logs_whole_games(tmp_path, monkeypatch):
+    """--env-backend ale-vector, 2 games of 1,000 steps: the run learns from its buffer and logs each ended
+    game (all its lives: thousands of frames) as the gymnasium backend does. That the scores are the
+    real ones is tested against the wrappers in test_atari_wrappers.py."""
+    monkeypatch.chdir(tmp_path)
+    result = dqn_atari.train(dqn_atari.Args(**{**SPACE_INVADERS_RUN, "env_backend": "ale-vector", "num_envs": 2, "eval_episodes": 0}))
+    logged = scalars(tmp_path / "runs" / result["run_name"])
+    assert len(logged["losses/td_loss"]) >= 3
+    assert logged["charts/episodic_return"] and all(r > 0 for _, r in logged["charts/episodic_return"])
+    assert all(length > 1000 for _, length in logged["charts/episodic_length"]), "a game, not a life"
+    assert not result["interrupted"] and (tmp_path / result["model_path"]).is_file()
 
 
 # the command line, as a user runs it
