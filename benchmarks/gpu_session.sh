@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The GPU measurements still open (issues 6 and 7), planned for a session lent a GPU: about 30 minutes
-# of device time, 10 minutes a command. On this machine first: bash ../shared/gpu/fetch-wheels.sh
-# (it prints a pip line), then each device command is that pip line followed by one phase:
+# The GPU measurements still open, for a session lent a GPU (15 minutes of device time, 10 a command).
+# Here first, from the project root: bash ../shared/gpu/prepare.sh (it makes the git-ignored .gpu/ with
+# the wheels the GPU machine lacks, CleanRL's script and limits.py); then each device command carries
+# [".gpu"] and is `. .gpu/env.sh && bash benchmarks/gpu_session.sh PHASE`:
 #
-#   bash benchmarks/gpu_session.sh speed     # ~8 min: train SPS at --num-envs 1, 4, 8, 16, 1M-frame buffer
-#   bash benchmarks/gpu_session.sh learn     # starts the learning runs with setsid and returns at once
-#   bash benchmarks/gpu_session.sh stop      # stops them as Ctrl-C does (models saved), then evaluates each
-#   bash benchmarks/gpu_session.sh collect   # logs, TensorBoard events, models and eval videos into $OUT
+#   speed     # ~8 min: limits.py, train SPS of --num-envs 1 (eager and --compile) and of the fast path
+#             #   (--env-backend ale-vector --compile, 16 and 32 games), CleanRL's beside them; 1M buffer
+#   learn     # starts the learning runs with setsid and returns at once
+#   stop      # stops them as Ctrl-C does (models saved), then evaluates each
+#   collect   # logs, TensorBoard events, models and eval videos into $OUT
 #
 # `learn` runs each entry of RUNS ("script:seed:num_envs", default: DQN and Double DQN, seeds 1 and 2,
-# one game each) for STEPS steps (default 10M: the runs go as far as the lease lets them; collect
-# whenever: the TensorBoard events are written as they go; `stop` well before the lease ends, as the
-# evaluation takes a few minutes). SCALE=small shrinks every phase to a
-# one-minute check of this script on a CPU.
+# one game each) on ENV_ID with the extra FLAGS, for STEPS steps (default 10M: the runs go as far as the
+# lease lets them; collect whenever: the TensorBoard events are written as they go; `stop` a few minutes
+# before the lease ends, for the evaluation). The fast path on Pong for 8 minutes:
+#   RUNS=dqn_atari:1:16 ENV_ID=PongNoFrameskip-v4 FLAGS="--env-backend ale-vector --compile" bash benchmarks/gpu_session.sh learn
+#   (8 minutes later) bash benchmarks/gpu_session.sh stop && bash benchmarks/gpu_session.sh collect
+# SCALE=small shrinks every phase to a one-minute check of this script on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-session}
@@ -21,14 +25,20 @@ small=$([ "${SCALE:-}" = small ] && echo 1 || echo 0)
 
 case "${1:-}" in
 speed)
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt" || true
-    for n in ${SPEED_NUM_ENVS:-1 4 8 16}; do
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+      python -c "import torch; print('torch', torch.__version__)"; } | tee "$out/device.txt"
+    [ -f .gpu/limits.py ] && python3 .gpu/limits.py dqn_atari.py 2>&1 | tee "$out/limits.txt"
+    secs=${SECONDS_EACH:-45}
+    IFS=';' read -r -a runs <<<"${SPEED_RUNS:---num-envs 1;--num-envs 1 --compile;--num-envs 16 --env-backend ale-vector --compile;--num-envs 32 --env-backend ale-vector --compile}"
+    for flags in "${runs[@]}"; do
+        # shellcheck disable=SC2086  # $flags is a list of flags
         if [ "$small" = 1 ]; then
-            python benchmarks/speed.py --total-timesteps 3000 --learning-starts 1000 --buffer-size 10000 -- --num-envs "$n"
-        else  # full replay memory, learning after 20k steps, each setting for 100 s
-            python benchmarks/speed.py --total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds 100 -- --num-envs "$n"
+            python benchmarks/speed.py --total-timesteps 3000 --learning-starts 1000 --buffer-size 10000 -- $flags
+        else  # full replay memory, learning after 20k steps, each setting for $secs s from its start
+            python benchmarks/speed.py --total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds "$secs" -- $flags
         fi
-    done 2>&1 | tee -a "$out/speed.md"
+    done 2>&1 | grep -E '^\| |^error' | tee -a "$out/speed.md"
+    [ -f .gpu/cleanrl-speed.sh ] && bash .gpu/cleanrl-speed.sh "$secs" 2>&1 | tee -a "$out/speed.md"
     ;;
 learn)
     steps=$([ "$small" = 1 ] && echo 3000 || echo "${STEPS:-10000000}")
@@ -38,7 +48,7 @@ learn)
         extra=$([ "$small" = 1 ] && echo "--learning-starts 1000 --buffer-size 10000 --eval-episodes 1" || echo "")
         # shellcheck disable=SC2086  # $extra is a list of flags
         setsid nohup python "$script.py" --env-id "${ENV_ID:-SpaceInvadersNoFrameskip-v4}" --seed "$seed" \
-            --num-envs "$num_envs" --total-timesteps "$steps" --save-model --checkpoint-frequency 0 $extra >"$log" 2>&1 </dev/null &
+            --num-envs "$num_envs" --total-timesteps "$steps" --save-model --checkpoint-frequency 0 $extra ${FLAGS:-} >"$log" 2>&1 </dev/null &
         echo $! >>runs/pids
         echo "started $script seed $seed --num-envs $num_envs: $log"
     done
@@ -67,7 +77,7 @@ collect)
     du -sh "$out"
     ;;
 *)
-    sed -n 2,17p "$0"
+    sed -n 2,21p "$0"
     exit 2
     ;;
 esac
