@@ -47,7 +47,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
-    """seed of the experiment (training; evaluation episode i uses seed + 10000 + i)"""
+    """seed of the experiment (training; evaluation episode i uses seed + 10000 + i, after Taxi's 100 course seeds)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases (offline if not logged in)"""
     wandb_project_name: str = "dqn-course"
@@ -79,7 +79,7 @@ class Args:
     gamma: Optional[float] = None
     """the discount factor gamma (None: per env)"""
     max_steps: Optional[int] = None
-    """steps per episode before truncation, set as the env's TimeLimit (None: per env)"""
+    """steps per episode before truncation, set as the env's TimeLimit (None: per env; Taxi is evaluated at 99)"""
     start_e: float = 1.0
     """the starting epsilon for exploration"""
     end_e: float = 0.05
@@ -87,7 +87,7 @@ class Args:
     decay_rate: Optional[float] = None
     """epsilon = end_e + (start_e - end_e) * exp(-decay_rate * episode) (None: per env)"""
     eval_episodes: int = 100
-    """number of greedy evaluation episodes"""
+    """number of greedy evaluation episodes (Taxi: the course's 100 seeds first)"""
 
 
 class UsageError(Exception):
@@ -271,7 +271,7 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
     args = resolve_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     # built first so that a missing video encoder stops us before training, not after
-    eval_env = make_env(args, args.capture_video, run_name)
+    eval_env = make_eval_env(args, run_name)
     wandb_run = init_wandb(args, run_name) if args.track else None
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
@@ -337,14 +337,47 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
     return q_table, eval_returns
 
 
+# EVALUATION: Taxi is scored as the course scores every classmate's agent (Unit 2's `evaluate_agent`): from the
+# same 100 starting positions (its `eval_seed` list, "DO NOT MODIFY"), at most 99 steps, the first maximum
+# (np.argmax), score = mean - std; so the leaderboard compares like with like. Other envs (the course passes no
+# seeds; the non-slippery lake is deterministic anyway): episode i starts from seed + 10000 + i, unseen in training.
+COURSE_EVAL_ENVS = ("Taxi-v3", "Taxi-v4")
+COURSE_EVAL_MAX_STEPS = 99
+COURSE_TAXI_EVAL_SEEDS = [
+    16, 54, 165, 177, 191, 191, 120, 80, 149, 178, 48, 38, 6, 125, 174, 73, 50, 172, 100, 148, 146, 6, 25, 40, 68,
+    148, 49, 167, 9, 97, 164, 176, 61, 7, 54, 55, 161, 131, 184, 51, 170, 12, 120, 113, 95, 126, 51, 98, 36, 135,
+    54, 82, 45, 95, 89, 59, 95, 124, 9, 113, 58, 85, 51, 134, 121, 169, 105, 21, 30, 11, 50, 65, 12, 43, 82,
+    145, 152, 97, 106, 55, 31, 85, 38, 112, 102, 168, 123, 97, 21, 83, 158, 26, 80, 63, 5, 81, 32, 11, 28, 148,
+]  # fmt: skip
+
+
+def eval_seeds(env_id: str, eval_episodes: int, seed: int) -> list[int]:
+    """The reset seed of each evaluation episode: Taxi's course seeds first, then seed + 10000 + i for episode i."""
+    course_seeds = COURSE_TAXI_EVAL_SEEDS if env_id in COURSE_EVAL_ENVS else []
+    own_seeds = [seed + 10_000 + i for i in range(len(course_seeds), eval_episodes)]
+    return (course_seeds + own_seeds)[:eval_episodes]
+
+
+def eval_max_steps(args: Args) -> int:
+    # the course evaluates Taxi at 99 steps whatever the training used (its own max_steps, 99, is the default here)
+    return COURSE_EVAL_MAX_STEPS if args.env_id in COURSE_EVAL_ENVS else args.max_steps
+
+
+def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
+    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
+
+
 def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
-    """Greedy episodes (no exploration); episode i is reset with seed + 10000 + i, so scores are comparable."""
+    """Greedy episodes (no exploration), each reset with its seed from eval_seeds, so scores are comparable."""
+    course = env.spec.id in COURSE_EVAL_ENVS
     rng = np.random.default_rng(seed)  # only for breaking ties
     episodic_returns = []
-    for i in range(eval_episodes):
-        obs, _ = env.reset(seed=seed + 10_000 + i)
+    for episode_seed in eval_seeds(env.spec.id, eval_episodes, seed):
+        obs, _ = env.reset(seed=episode_seed)
         while True:
-            obs, _, terminated, truncated, info = env.step(greedy_action(q_table, obs, rng))
+            # the course's greedy_policy is np.argmax, which takes the first maximum: its Taxi score depends on it
+            action = int(np.argmax(q_table[obs])) if course else greedy_action(q_table, obs, rng)
+            obs, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 episodic_returns.append(float(info["episode"]["r"]))
                 break
@@ -354,7 +387,8 @@ def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -
 def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None:
     """Prints the evaluation score, and for grid worlds the Q-table and the greedy policy on the map."""
     mean, std = np.mean(eval_returns), np.std(eval_returns)
-    print(f"eval over {len(eval_returns)} episodes: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
+    protocol = " (the course's Taxi seeds first)" if env.spec.id in COURSE_EVAL_ENVS else ""
+    print(f"eval over {len(eval_returns)} episodes{protocol}: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
     env_id, unwrapped = env.spec.id, env.unwrapped
     if env_id.startswith("FrozenLake"):
         grid, arrows, letters = unwrapped.desc.astype(str), "←↓→↑", "SHG"
@@ -398,7 +432,7 @@ def evaluate_saved(args: Args) -> list[float]:
     env_settings = {k: saved[k] for k in env_fields if k in saved and getattr(args, k) == getattr(defaults, k)}
     args = resolve_args(dataclasses.replace(args, **env_settings))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    env = make_env(args, args.capture_video, run_name)
+    env = make_eval_env(args, run_name)
     try:
         if q_table.shape != (env.observation_space.n, env.action_space.n):
             raise UsageError(f"Q-table shape {q_table.shape} does not fit {args.env_id}'s spaces")
@@ -431,10 +465,11 @@ def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_return
     for name in ("q_table.npy", "args.json"):
         shutil.copy(run_dir / name, folder / name)
     shutil.copy(__file__, folder / os.path.basename(__file__))
-    # the course notebook loads this dict with load_from_hub(repo_id, "q-learning.pkl"); the eval seeds are ours
+    # the course notebook loads this dict with load_from_hub(repo_id, "q-learning.pkl"), and its push_to_hub scores
+    # it with evaluate_agent(env, max_steps, n_eval_episodes, qtable, eval_seed): these are our evaluation's values
     course_model = {
-        "env_id": args.env_id, "max_steps": args.max_steps, "n_training_episodes": args.total_episodes,
-        "n_eval_episodes": args.eval_episodes, "eval_seed": [args.seed + 10_000 + i for i in range(args.eval_episodes)],
+        "env_id": args.env_id, "max_steps": eval_max_steps(args), "n_training_episodes": args.total_episodes,
+        "n_eval_episodes": args.eval_episodes, "eval_seed": eval_seeds(args.env_id, args.eval_episodes, args.seed),
         "learning_rate": args.learning_rate, "gamma": args.gamma, "max_epsilon": args.start_e,
         "min_epsilon": args.end_e, "decay_rate": args.decay_rate, "qtable": q_table,
     }  # fmt: skip
@@ -446,6 +481,7 @@ def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_return
     tag, script = env_tag(args), os.path.basename(__file__)
     # Taxi-v4 is gymnasium >= 1.3's name for the course's Taxi-v3 (same game unless is_rainy): the leaderboard lists v3
     extra_tag = "\n- Taxi-v3" if args.env_id == "Taxi-v4" else ""
+    protocol = " as the course's `evaluate_agent` plays them" if args.env_id in COURSE_EVAL_ENVS else ""
     (folder / "README.md").write_text(f"""---
 tags:
 - {tag}{extra_tag}
@@ -471,7 +507,7 @@ model-index:
 # Q-learning agent playing {tag}
 
 A Q-table trained with `{script}` for {args.total_episodes:,} episodes (seed {args.seed}), as in Unit 2 of the
-Hugging Face Deep RL course. Evaluation: {len(eval_returns)} greedy episodes, {mean:.2f} +/- {std:.2f}.
+Hugging Face Deep RL course. Evaluation: {len(eval_returns)} greedy episodes{protocol}, {mean:.2f} +/- {std:.2f}.
 
 Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
 
