@@ -174,8 +174,15 @@ def resolve_args(args: Args) -> Args:
         # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
         print("note: Taxi-v3 is called Taxi-v4 in gymnasium >= 1.3; using Taxi-v4")
         env_id = "Taxi-v4"
+    if env_id not in gym.registry and importlib.util.find_spec("ale_py") is not None:
+        import ale_py  # registers the Atari ids, so that one gets pointed to dqn_atari.py rather than "unknown"
+
+        gym.register_envs(ale_py)
+    if env_id in gym.registry and str(gym.registry[env_id].entry_point).startswith("ale_py"):
+        raise UsageError(f"{env_id} is an Atari game, its states are screen images, too many for a table: use dqn_atari.py")
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        not_atari = [k for k, spec in gym.registry.items() if not str(spec.entry_point).startswith("ale_py")]
+        close = difflib.get_close_matches(env_id, not_atari, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
         raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
     if args.map_name is not None and not (env_id.startswith("FrozenLake") and args.map_name in ("4x4", "8x8")):

@@ -27,14 +27,14 @@ def in_tmp_path(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_script(*flags: str, env: dict = None) -> subprocess.CompletedProcess:
+def run_script(*flags: str, env: dict = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, tab.__file__, *flags],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         env=env,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -251,12 +251,18 @@ def test_wandb_never_prompts_and_falls_back_offline(monkeypatch, logged_in, init
 
 @pytest.mark.parametrize(
     "env_id, hint",
-    [("FrozenLake-v2", "did you mean FrozenLake-v1"), ("Pendulum-v1", "Discrete"), ("CartPole-v1", "Discrete")],
+    [
+        ("FrozenLake-v2", "did you mean FrozenLake-v1"),
+        ("Pendulum-v1", "Discrete"),
+        ("CartPole-v1", "Discrete"),
+        ("SpaceInvadersNoFrameskip-v4", "use dqn_atari.py"),  # as dqn_atari.py points here for FrozenLake
+        ("ALE/Pong-v5", "use dqn_atari.py"),
+    ],
 )
 def test_bad_env_id_is_one_line_and_exit_2(env_id, hint):
     with pytest.raises(tab.UsageError, match=hint):
         tab.resolve_args(tab.Args(env_id=env_id))
-    result = run_script("--env-id", env_id)
+    result = run_script("--env-id", env_id, timeout=30)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     (line,) = result.stderr.splitlines()
