@@ -70,8 +70,8 @@ class Args:
     """the id of the environment (Discrete observations and actions)"""
     is_slippery: bool = False
     """FrozenLake/CliffWalking: a move slips sideways 2 times in 3 (off, as in the course)"""
-    map_name: Optional[str] = None
-    """FrozenLake map: 4x4 (None) or 8x8"""
+    map_name: Optional[str] = "4x4"
+    """FrozenLake-v1's map: 4x4 or 8x8 (other envs have no map and ignore the default)"""
     total_episodes: Optional[int] = None
     """number of training episodes (None: per env)"""
     learning_rate: Optional[float] = None
@@ -185,14 +185,16 @@ def resolve_args(args: Args) -> Args:
         close = difflib.get_close_matches(env_id, not_atari, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
         raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
-    if args.map_name is not None and not (env_id.startswith("FrozenLake") and args.map_name in ("4x4", "8x8")):
-        raise UsageError(f"--map-name takes 4x4 or 8x8, for FrozenLake only (got {args.map_name!r} for {env_id})")
+    # the 4x4 default is FrozenLake-v1's map; for an env without a map it means none (None in args.json)
+    map_name = None if args.map_name == Args.map_name and env_id != "FrozenLake-v1" else args.map_name
+    if map_name is not None and not (env_id.startswith("FrozenLake") and map_name in ("4x4", "8x8")):
+        raise UsageError(f"--map-name takes 4x4 or 8x8, for FrozenLake only (got {map_name!r} for {env_id})")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401  (RecordVideo encodes the mp4 with it)
         except ImportError:
             raise UsageError("--capture-video needs moviepy to write mp4 files: pip install moviepy") from None
-    args = dataclasses.replace(args, env_id=env_id)
+    args = dataclasses.replace(args, env_id=env_id, map_name=map_name)
     try:
         env = make_env(args)
     except TypeError:  # an unexpected keyword argument

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -267,6 +268,17 @@ def test_bad_env_id_is_one_line_and_exit_2(env_id, hint):
     assert "Traceback" not in result.stderr + result.stdout
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ") and hint in line
+
+
+def test_help_shows_the_4x4_map_default(capsys):
+    with pytest.raises(SystemExit):
+        tyro.cli(tab.Args, args=["--help"])
+    help_text = re.sub(r"[\s│|]+", " ", capsys.readouterr().out)  # unwrap tyro's box
+    assert "(default: 4x4)" in help_text.split("--map-name ")[1].split(" --")[0]
+    # the default is FrozenLake-v1's map: other envs run without --map-name, and still refuse one
+    assert tab.resolve_args(tab.Args(env_id="Taxi-v4")).map_name is None
+    with pytest.raises(tab.UsageError, match="--map-name"):
+        tab.resolve_args(tab.Args(env_id="Taxi-v4", map_name="8x8"))
 
 
 def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
