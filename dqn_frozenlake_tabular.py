@@ -90,10 +90,6 @@ class Args:
     """number of greedy evaluation episodes (Taxi: the course's 100 seeds first)"""
 
 
-class UsageError(Exception):
-    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
-
-
 # Per-env defaults for the Args left at None: course Unit 2 values, except the rows marked "chosen here"
 # (see README). max_steps 99 is the course's; gymnasium's own limits are 100 (4x4), 200 (8x8, Taxi).
 HYPERPARAMETERS = ("total_episodes", "learning_rate", "gamma", "max_steps", "decay_rate")
@@ -106,44 +102,6 @@ ENV_DEFAULTS = {
     ("CliffWalking-v1", None, False): (500, 0.7, 0.95, 100, 0.01),  # chosen here
 }
 GENERIC_DEFAULTS = (10_000, 0.1, 0.99, None, 0.0005)  # any other Discrete env; max_steps: its TimeLimit, else 200
-
-
-class AnsiToRgb(gym.Wrapper):
-    """Draws the env's text render as an image (one cell per character, ANSI colours kept), so RecordVideo works
-    without pygame. The "(Down)" line naming the last action is dropped: every frame must have the same size."""
-
-    render_mode = "rgb_array"
-    CELL_H, CELL_W = 36, 24
-    PALETTE = [(0, 0, 0), (220, 50, 50), (40, 170, 40), (230, 190, 0), (50, 80, 230), (190, 50, 190), (0, 170, 190)]
-
-    def render(self) -> np.ndarray:
-        import cv2
-
-        lines = [line for line in self.env.render().splitlines() if line.strip() and not line.strip().startswith("(")]
-        parsed = [self._parse(line) for line in lines]
-        image = np.full((len(lines) * self.CELL_H, max(map(len, parsed)) * self.CELL_W, 3), 255, dtype=np.uint8)
-        for row, cells in enumerate(parsed):
-            for col, (char, fg, bg) in enumerate(cells):
-                y, x = row * self.CELL_H, col * self.CELL_W
-                if bg is not None:
-                    image[y : y + self.CELL_H, x : x + self.CELL_W] = bg
-                cv2.putText(image, char, (x + 3, y + self.CELL_H - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.9, fg, 2)
-        return image
-
-    def _parse(self, line: str) -> list:
-        """[(char, foreground, background or None)] from a line with gymnasium's colorize escapes."""
-        cells, fg, bg = [], self.PALETTE[0], None
-        for i, part in enumerate(re.split(r"\x1b\[([\d;]*)m", line)):
-            if i % 2 == 0:
-                cells += [(char, fg, bg) for char in part]
-                continue
-            fg, bg = self.PALETTE[0], None  # each escape restates the whole style; "0" resets it
-            for code in (int(c) for c in part.split(";") if c):
-                if 30 <= code <= 36:
-                    fg = self.PALETTE[code - 30]
-                elif 40 <= code <= 46:
-                    bg = self.PALETTE[code - 40]
-        return cells
 
 
 def make_env(args: Args, capture_video: bool = False, run_name: str = "") -> gym.Env:
@@ -165,6 +123,130 @@ def make_env(args: Args, capture_video: bool = False, run_name: str = "") -> gym
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(args.seed)
     return env
+
+
+# ALGO LOGIC: the Q-table
+def initialize_q_table(env: gym.Env) -> np.ndarray:
+    return np.zeros((env.observation_space.n, env.action_space.n))
+
+
+def greedy_action(q_table: np.ndarray, obs: int, rng: np.random.Generator) -> int:
+    """argmax_a Q(obs, a), ties broken at random."""
+    # The course's np.argmax returns the FIRST maximum. A zero-initialised table is all ties, so a greedy agent
+    # would always pick action 0 (LEFT on FrozenLake) and walk into the wall until an epsilon step rescues it.
+    row = q_table[obs]
+    ties = np.flatnonzero(row == row.max())
+    return int(ties[0]) if len(ties) == 1 else int(rng.choice(ties))
+
+
+def exponential_schedule(start_e: float, end_e: float, decay_rate: float, episode: int) -> float:
+    return end_e + (start_e - end_e) * np.exp(-decay_rate * episode)
+
+
+def epsilon_greedy_action(q_table, obs, epsilon, env, rng) -> int:
+    if rng.random() < epsilon:
+        return int(env.action_space.sample())
+    return greedy_action(q_table, obs, rng)
+
+
+def q_learning_update(q_table, obs, action, reward, next_obs, terminated, learning_rate, gamma) -> float:
+    """One Q-learning step on q_table, in place; returns the TD target."""
+    # Bellman update: Q(s,a) := Q(s,a) + lr * [R(s,a) + gamma * max_a' Q(s',a') - Q(s,a)]
+    # Mask on terminated only: a hole or the goal has no future, but a time-limit cut (truncated, our max_steps
+    # included) does; zeroing it would teach the agent that the state where time ran out is worth nothing.
+    td_target = reward + gamma * np.max(q_table[next_obs]) * (1 - terminated)
+    q_table[obs, action] += learning_rate * (td_target - q_table[obs, action])
+    return td_target
+
+
+def train(args: Args) -> tuple[np.ndarray, list[float]]:
+    """Q-learning, then a greedy evaluation (and --save-model); returns (q_table, evaluation returns)."""
+    args = resolve_args(args)  # bad flags stop here; the hyperparameters left at None get the env's defaults
+    run = Run(args)  # the run's name, TensorBoard (and wandb), the evaluation env: the plumbing, below
+
+    # TRY NOT TO MODIFY: seeding
+    rng = np.random.default_rng(args.seed)
+    env = make_env(args)
+    q_table = initialize_q_table(env)
+
+    global_step, episode = 0, 0
+    episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
+    obs, _ = env.reset(seed=args.seed)
+    try:
+        for episode in episodes:
+            epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
+            while True:
+                # choose A_t with the epsilon-greedy policy, take it, observe R_t+1 and S_t+1, update Q(S_t, A_t)
+                action = epsilon_greedy_action(q_table, obs, epsilon, env, rng)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                q_learning_update(q_table, obs, action, reward, next_obs, terminated, args.learning_rate, args.gamma)
+                global_step += 1
+                # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+                obs = next_obs
+                if terminated or truncated:
+                    break
+            run.log_episode(episode, epsilon, info, global_step)
+            obs, _ = env.reset()
+    except KeyboardInterrupt:
+        episodes.close()
+        print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
+    env.close()
+    return q_table, run.end(q_table)  # the greedy evaluation, its report, --save-model and --upload-model
+
+
+# EVALUATION: Taxi is scored as the course scores every classmate's agent (Unit 2's `evaluate_agent`): from the
+# same 100 starting positions (its `eval_seed` list, "DO NOT MODIFY"), at most 99 steps, the first maximum
+# (np.argmax), score = mean - std; so the leaderboard compares like with like. Other envs (the course passes no
+# seeds; the non-slippery lake is deterministic anyway): episode i starts from seed + 10000 + i, unseen in training.
+COURSE_EVAL_ENVS = ("Taxi-v3", "Taxi-v4")
+COURSE_EVAL_MAX_STEPS = 99
+COURSE_TAXI_EVAL_SEEDS = [
+    16, 54, 165, 177, 191, 191, 120, 80, 149, 178, 48, 38, 6, 125, 174, 73, 50, 172, 100, 148, 146, 6, 25, 40, 68,
+    148, 49, 167, 9, 97, 164, 176, 61, 7, 54, 55, 161, 131, 184, 51, 170, 12, 120, 113, 95, 126, 51, 98, 36, 135,
+    54, 82, 45, 95, 89, 59, 95, 124, 9, 113, 58, 85, 51, 134, 121, 169, 105, 21, 30, 11, 50, 65, 12, 43, 82,
+    145, 152, 97, 106, 55, 31, 85, 38, 112, 102, 168, 123, 97, 21, 83, 158, 26, 80, 63, 5, 81, 32, 11, 28, 148,
+]  # fmt: skip
+
+
+def eval_seeds(env_id: str, eval_episodes: int, seed: int) -> list[int]:
+    """The reset seed of each evaluation episode: Taxi's course seeds first, then seed + 10000 + i for episode i."""
+    course_seeds = COURSE_TAXI_EVAL_SEEDS if env_id in COURSE_EVAL_ENVS else []
+    own_seeds = [seed + 10_000 + i for i in range(len(course_seeds), eval_episodes)]
+    return (course_seeds + own_seeds)[:eval_episodes]
+
+
+def eval_max_steps(args: Args) -> int:
+    # the course evaluates Taxi at 99 steps whatever the training used (its own max_steps, 99, is the default here)
+    return COURSE_EVAL_MAX_STEPS if args.env_id in COURSE_EVAL_ENVS else args.max_steps
+
+
+def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
+    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
+
+
+def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
+    """Greedy episodes (no exploration), each reset with its seed from eval_seeds, so scores are comparable."""
+    course = env.spec.id in COURSE_EVAL_ENVS
+    rng = np.random.default_rng(seed)  # only for breaking ties
+    episodic_returns = []
+    for episode_seed in eval_seeds(env.spec.id, eval_episodes, seed):
+        obs, _ = env.reset(seed=episode_seed)
+        while True:
+            # the course's greedy_policy is np.argmax, which takes the first maximum: its Taxi score depends on it
+            action = int(np.argmax(q_table[obs])) if course else greedy_action(q_table, obs, rng)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                episodic_returns.append(float(info["episode"]["r"]))
+                break
+    return episodic_returns
+
+
+# ================================================================================================================
+# PLUMBING. Everything above is Q-learning as the course teaches it; everything below is what a run needs around
+# it: argument checks, videos without pygame, wandb, TensorBoard and progress, saving, --eval-only, the Hub.
+# ================================================================================================================
+class UsageError(Exception):
+    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
 
 
 def resolve_args(args: Args) -> Args:
@@ -218,38 +300,42 @@ def resolve_args(args: Args) -> Args:
     return args
 
 
-# ALGO LOGIC: the Q-table
-def initialize_q_table(env: gym.Env) -> np.ndarray:
-    return np.zeros((env.observation_space.n, env.action_space.n))
+class AnsiToRgb(gym.Wrapper):
+    """Draws the env's text render as an image (one cell per character, ANSI colours kept), so RecordVideo works
+    without pygame. The "(Down)" line naming the last action is dropped: every frame must have the same size."""
 
+    render_mode = "rgb_array"
+    CELL_H, CELL_W = 36, 24
+    PALETTE = [(0, 0, 0), (220, 50, 50), (40, 170, 40), (230, 190, 0), (50, 80, 230), (190, 50, 190), (0, 170, 190)]
 
-def greedy_action(q_table: np.ndarray, obs: int, rng: np.random.Generator) -> int:
-    """argmax_a Q(obs, a), ties broken at random."""
-    # The course's np.argmax returns the FIRST maximum. A zero-initialised table is all ties, so a greedy agent
-    # would always pick action 0 (LEFT on FrozenLake) and walk into the wall until an epsilon step rescues it.
-    row = q_table[obs]
-    ties = np.flatnonzero(row == row.max())
-    return int(ties[0]) if len(ties) == 1 else int(rng.choice(ties))
+    def render(self) -> np.ndarray:
+        import cv2
 
+        lines = [line for line in self.env.render().splitlines() if line.strip() and not line.strip().startswith("(")]
+        parsed = [self._parse(line) for line in lines]
+        image = np.full((len(lines) * self.CELL_H, max(map(len, parsed)) * self.CELL_W, 3), 255, dtype=np.uint8)
+        for row, cells in enumerate(parsed):
+            for col, (char, fg, bg) in enumerate(cells):
+                y, x = row * self.CELL_H, col * self.CELL_W
+                if bg is not None:
+                    image[y : y + self.CELL_H, x : x + self.CELL_W] = bg
+                cv2.putText(image, char, (x + 3, y + self.CELL_H - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.9, fg, 2)
+        return image
 
-def q_learning_update(q_table, obs, action, reward, next_obs, terminated, learning_rate, gamma) -> float:
-    """One Q-learning step on q_table, in place; returns the TD target."""
-    # Bellman update: Q(s,a) := Q(s,a) + lr * [R(s,a) + gamma * max_a' Q(s',a') - Q(s,a)]
-    # Mask on terminated only: a hole or the goal has no future, but a time-limit cut (truncated, our max_steps
-    # included) does; zeroing it would teach the agent that the state where time ran out is worth nothing.
-    td_target = reward + gamma * np.max(q_table[next_obs]) * (1 - terminated)
-    q_table[obs, action] += learning_rate * (td_target - q_table[obs, action])
-    return td_target
-
-
-def exponential_schedule(start_e: float, end_e: float, decay_rate: float, episode: int) -> float:
-    return end_e + (start_e - end_e) * np.exp(-decay_rate * episode)
-
-
-def epsilon_greedy_action(q_table, obs, epsilon, env, rng) -> int:
-    if rng.random() < epsilon:
-        return int(env.action_space.sample())
-    return greedy_action(q_table, obs, rng)
+    def _parse(self, line: str) -> list:
+        """[(char, foreground, background or None)] from a line with gymnasium's colorize escapes."""
+        cells, fg, bg = [], self.PALETTE[0], None
+        for i, part in enumerate(re.split(r"\x1b\[([\d;]*)m", line)):
+            if i % 2 == 0:
+                cells += [(char, fg, bg) for char in part]
+                continue
+            fg, bg = self.PALETTE[0], None  # each escape restates the whole style; "0" resets it
+            for code in (int(c) for c in part.split(";") if c):
+                if 30 <= code <= 36:
+                    fg = self.PALETTE[code - 30]
+                elif 40 <= code <= 46:
+                    bg = self.PALETTE[code - 40]
+        return cells
 
 
 def init_wandb(args: Args, run_name: str):
@@ -275,122 +361,60 @@ def init_wandb(args: Args, run_name: str):
     return run
 
 
-def train(args: Args) -> tuple[np.ndarray, list[float]]:
-    """Q-learning, then a greedy evaluation (and --save-model); returns (q_table, evaluation returns)."""
-    args = resolve_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    # built first so that a missing video encoder stops us before training, not after
-    eval_env = make_eval_env(args, run_name)
-    wandb_run = init_wandb(args, run_name) if args.track else None
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+class Run:
+    """A training run's plumbing, in the order train() calls it: set-up, each episode's logs, the end."""
 
-    # TRY NOT TO MODIFY: seeding
-    rng = np.random.default_rng(args.seed)
-    env = make_env(args)
-    q_table = initialize_q_table(env)
-    hyperparameters = ", ".join(f"{k}={getattr(args, k)}" for k in HYPERPARAMETERS)
-    print(f"training {args.env_id} ({q_table.shape[0]} states x {q_table.shape[1]} actions): {hyperparameters}")
+    def __init__(self, args: Args):
+        self.args = args
+        self.name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        # built first so that a missing video encoder stops us before training, not after
+        self.eval_env = make_eval_env(args, self.name)
+        self.wandb_run = init_wandb(args, self.name) if args.track else None
+        self.writer = SummaryWriter(f"runs/{self.name}")
+        self.writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+        self.recent_returns = deque(maxlen=100)
+        self.show_bar = sys.stdout.isatty()  # a bar for people, a plain line every 10% for logs
 
-    global_step, episode = 0, 0
-    recent_returns = deque(maxlen=100)
-    show_bar = sys.stdout.isatty()  # a bar for people, a plain line every 10% for logs
-    episodes = tqdm(range(args.total_episodes), disable=not show_bar, unit="episode")
-    obs, _ = env.reset(seed=args.seed)
-    try:
-        for episode in episodes:
-            epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
-            while True:
-                action = epsilon_greedy_action(q_table, obs, epsilon, env, rng)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                q_learning_update(q_table, obs, action, reward, next_obs, terminated, args.learning_rate, args.gamma)
-                global_step += 1
-                # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
-                obs = next_obs
-                if terminated or truncated:
-                    break
+    def episodes(self, q_table: np.ndarray) -> tqdm:
+        args = self.args
+        hyperparameters = ", ".join(f"{k}={getattr(args, k)}" for k in HYPERPARAMETERS)
+        print(f"training {args.env_id} ({q_table.shape[0]} states x {q_table.shape[1]} actions): {hyperparameters}")
+        self.bar = tqdm(range(args.total_episodes), disable=not self.show_bar, unit="episode")
+        return self.bar
 
-            # info["episode"] comes from RecordEpisodeStatistics, as in the Atari scripts
-            recent_returns.append(float(info["episode"]["r"]))
-            writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
-            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
-            if show_bar and episode % 100 == 0:
-                episodes.set_postfix(mean_return=f"{np.mean(recent_returns):.2f}", epsilon=f"{epsilon:.3f}")
-            elif not show_bar and (episode + 1) % max(1, args.total_episodes // 10) == 0:
-                mean_return = np.mean(recent_returns)
-                print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
-            obs, _ = env.reset()
-    except KeyboardInterrupt:
-        episodes.close()
-        print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
-    env.close()
+    def log_episode(self, episode: int, epsilon: float, info: dict, global_step: int) -> None:
+        recent_returns, writer = self.recent_returns, self.writer
+        # info["episode"] comes from RecordEpisodeStatistics, as in the Atari scripts
+        recent_returns.append(float(info["episode"]["r"]))
+        writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
+        writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+        writer.add_scalar("charts/epsilon", epsilon, global_step)
+        if self.show_bar and episode % 100 == 0:
+            self.bar.set_postfix(mean_return=f"{np.mean(recent_returns):.2f}", epsilon=f"{epsilon:.3f}")
+        elif not self.show_bar and (episode + 1) % max(1, self.args.total_episodes // 10) == 0:
+            mean_return = np.mean(recent_returns)
+            print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
 
-    try:
-        eval_returns = evaluate(q_table, eval_env, args.eval_episodes, args.seed)
-        for idx, episodic_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-        report(q_table, eval_returns, eval_env)
-        if args.save_model or args.upload_model:
-            save_model(q_table, args, run_name)
-    finally:
-        eval_env.close()  # RecordVideo writes the last video on close
-        writer.close()
-        if wandb_run is not None:
-            wandb_run.finish()
-    if args.upload_model:  # after the close: the video is complete
-        push_to_hub(args, run_name, q_table, eval_returns)
-    return q_table, eval_returns
-
-
-# EVALUATION: Taxi is scored as the course scores every classmate's agent (Unit 2's `evaluate_agent`): from the
-# same 100 starting positions (its `eval_seed` list, "DO NOT MODIFY"), at most 99 steps, the first maximum
-# (np.argmax), score = mean - std; so the leaderboard compares like with like. Other envs (the course passes no
-# seeds; the non-slippery lake is deterministic anyway): episode i starts from seed + 10000 + i, unseen in training.
-COURSE_EVAL_ENVS = ("Taxi-v3", "Taxi-v4")
-COURSE_EVAL_MAX_STEPS = 99
-COURSE_TAXI_EVAL_SEEDS = [
-    16, 54, 165, 177, 191, 191, 120, 80, 149, 178, 48, 38, 6, 125, 174, 73, 50, 172, 100, 148, 146, 6, 25, 40, 68,
-    148, 49, 167, 9, 97, 164, 176, 61, 7, 54, 55, 161, 131, 184, 51, 170, 12, 120, 113, 95, 126, 51, 98, 36, 135,
-    54, 82, 45, 95, 89, 59, 95, 124, 9, 113, 58, 85, 51, 134, 121, 169, 105, 21, 30, 11, 50, 65, 12, 43, 82,
-    145, 152, 97, 106, 55, 31, 85, 38, 112, 102, 168, 123, 97, 21, 83, 158, 26, 80, 63, 5, 81, 32, 11, 28, 148,
-]  # fmt: skip
-
-
-def eval_seeds(env_id: str, eval_episodes: int, seed: int) -> list[int]:
-    """The reset seed of each evaluation episode: Taxi's course seeds first, then seed + 10000 + i for episode i."""
-    course_seeds = COURSE_TAXI_EVAL_SEEDS if env_id in COURSE_EVAL_ENVS else []
-    own_seeds = [seed + 10_000 + i for i in range(len(course_seeds), eval_episodes)]
-    return (course_seeds + own_seeds)[:eval_episodes]
-
-
-def eval_max_steps(args: Args) -> int:
-    # the course evaluates Taxi at 99 steps whatever the training used (its own max_steps, 99, is the default here)
-    return COURSE_EVAL_MAX_STEPS if args.env_id in COURSE_EVAL_ENVS else args.max_steps
-
-
-def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
-    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
-
-
-def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
-    """Greedy episodes (no exploration), each reset with its seed from eval_seeds, so scores are comparable."""
-    course = env.spec.id in COURSE_EVAL_ENVS
-    rng = np.random.default_rng(seed)  # only for breaking ties
-    episodic_returns = []
-    for episode_seed in eval_seeds(env.spec.id, eval_episodes, seed):
-        obs, _ = env.reset(seed=episode_seed)
-        while True:
-            # the course's greedy_policy is np.argmax, which takes the first maximum: its Taxi score depends on it
-            action = int(np.argmax(q_table[obs])) if course else greedy_action(q_table, obs, rng)
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                episodic_returns.append(float(info["episode"]["r"]))
-                break
-    return episodic_returns
+    def end(self, q_table: np.ndarray) -> list[float]:
+        args, writer = self.args, self.writer
+        try:
+            eval_returns = evaluate(q_table, self.eval_env, args.eval_episodes, args.seed)
+            for idx, episodic_return in enumerate(eval_returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, idx)
+            report(q_table, eval_returns, self.eval_env)
+            if args.save_model or args.upload_model:
+                save_model(q_table, args, self.name)
+        finally:
+            self.eval_env.close()  # RecordVideo writes the last video on close
+            writer.close()
+            if self.wandb_run is not None:
+                self.wandb_run.finish()
+        if args.upload_model:  # after the close: the video is complete
+            push_to_hub(args, self.name, q_table, eval_returns)
+        return eval_returns
 
 
 def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None:
