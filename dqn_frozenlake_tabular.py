@@ -47,7 +47,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
-    """seed of the experiment (training; evaluation episode i uses seed + 10000 + i)"""
+    """seed of the experiment (training; evaluation episode i uses seed + 10000 + i, after Taxi's 100 course seeds)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases (offline if not logged in)"""
     wandb_project_name: str = "dqn-course"
@@ -70,8 +70,8 @@ class Args:
     """the id of the environment (Discrete observations and actions)"""
     is_slippery: bool = False
     """FrozenLake/CliffWalking: a move slips sideways 2 times in 3 (off, as in the course)"""
-    map_name: Optional[str] = None
-    """FrozenLake map: 4x4 (None) or 8x8"""
+    map_name: Optional[str] = "4x4"
+    """FrozenLake-v1's map: 4x4 or 8x8 (other envs have no map and ignore the default)"""
     total_episodes: Optional[int] = None
     """number of training episodes (None: per env)"""
     learning_rate: Optional[float] = None
@@ -79,7 +79,7 @@ class Args:
     gamma: Optional[float] = None
     """the discount factor gamma (None: per env)"""
     max_steps: Optional[int] = None
-    """steps per episode before truncation, set as the env's TimeLimit (None: per env)"""
+    """steps per episode before truncation, set as the env's TimeLimit (None: per env; Taxi is evaluated at 99)"""
     start_e: float = 1.0
     """the starting epsilon for exploration"""
     end_e: float = 0.05
@@ -87,11 +87,7 @@ class Args:
     decay_rate: Optional[float] = None
     """epsilon = end_e + (start_e - end_e) * exp(-decay_rate * episode) (None: per env)"""
     eval_episodes: int = 100
-    """number of greedy evaluation episodes"""
-
-
-class UsageError(Exception):
-    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
+    """number of greedy evaluation episodes (Taxi: the course's 100 seeds first)"""
 
 
 # Per-env defaults for the Args left at None: course Unit 2 values, except the rows marked "chosen here"
@@ -106,6 +102,202 @@ ENV_DEFAULTS = {
     ("CliffWalking-v1", None, False): (500, 0.7, 0.95, 100, 0.01),  # chosen here
 }
 GENERIC_DEFAULTS = (10_000, 0.1, 0.99, None, 0.0005)  # any other Discrete env; max_steps: its TimeLimit, else 200
+
+
+def make_env(args: Args, capture_video: bool = False, run_name: str = "") -> gym.Env:
+    kwargs = {"max_episode_steps": args.max_steps}
+    # gymnasium's FrozenLake is slippery by default, the course's is not: always pass the flag to it
+    if args.env_id.startswith("FrozenLake") or args.is_slippery:
+        kwargs["is_slippery"] = args.is_slippery
+    if args.map_name is not None:
+        kwargs["map_name"] = args.map_name
+    if capture_video:
+        # gymnasium draws toy-text envs with pygame, which requirements.txt does not pin: draw the text render instead
+        if importlib.util.find_spec("pygame") is None:
+            env = AnsiToRgb(gym.make(args.env_id, render_mode="ansi", **kwargs))
+        else:
+            env = gym.make(args.env_id, render_mode="rgb_array", **kwargs)
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+    else:
+        env = gym.make(args.env_id, **kwargs)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env.action_space.seed(args.seed)
+    return env
+
+
+# ALGO LOGIC: the Q-table
+def initialize_q_table(env: gym.Env) -> np.ndarray:
+    return np.zeros((env.observation_space.n, env.action_space.n))
+
+
+def greedy_action(q_table: np.ndarray, obs: int, rng: np.random.Generator) -> int:
+    """argmax_a Q(obs, a), ties broken at random."""
+    # The course's np.argmax returns the FIRST maximum. A zero-initialised table is all ties, so a greedy agent
+    # would always pick action 0 (LEFT on FrozenLake) and walk into the wall until an epsilon step rescues it.
+    row = q_table[obs]
+    ties = np.flatnonzero(row == row.max())
+    return int(ties[0]) if len(ties) == 1 else int(rng.choice(ties))
+
+
+def exponential_schedule(start_e: float, end_e: float, decay_rate: float, episode: int) -> float:
+    return end_e + (start_e - end_e) * np.exp(-decay_rate * episode)
+
+
+def epsilon_greedy_action(q_table, obs, epsilon, env, rng) -> int:
+    if rng.random() < epsilon:
+        return int(env.action_space.sample())
+    return greedy_action(q_table, obs, rng)
+
+
+def q_learning_update(q_table, obs, action, reward, next_obs, terminated, learning_rate, gamma) -> float:
+    """One Q-learning step on q_table, in place; returns the TD target."""
+    # Bellman update: Q(s,a) := Q(s,a) + lr * [R(s,a) + gamma * max_a' Q(s',a') - Q(s,a)]
+    # Mask on terminated only: a hole or the goal has no future, but a time-limit cut (truncated, our max_steps
+    # included) does; zeroing it would teach the agent that the state where time ran out is worth nothing.
+    td_target = reward + gamma * np.max(q_table[next_obs]) * (1 - terminated)
+    q_table[obs, action] += learning_rate * (td_target - q_table[obs, action])
+    return td_target
+
+
+def train(args: Args) -> tuple[np.ndarray, list[float]]:
+    """Q-learning, then a greedy evaluation (and --save-model); returns (q_table, evaluation returns)."""
+    args = resolve_args(args)  # bad flags stop here; the hyperparameters left at None get the env's defaults
+    run = Run(args)  # the run's name, TensorBoard (and wandb), the evaluation env: the plumbing, below
+
+    # TRY NOT TO MODIFY: seeding
+    rng = np.random.default_rng(args.seed)
+    env = make_env(args)
+    q_table = initialize_q_table(env)
+
+    global_step, episode = 0, 0
+    episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
+    obs, _ = env.reset(seed=args.seed)
+    try:
+        for episode in episodes:
+            epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
+            while True:
+                # choose A_t with the epsilon-greedy policy, take it, observe R_t+1 and S_t+1, update Q(S_t, A_t)
+                action = epsilon_greedy_action(q_table, obs, epsilon, env, rng)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                q_learning_update(q_table, obs, action, reward, next_obs, terminated, args.learning_rate, args.gamma)
+                global_step += 1
+                # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+                obs = next_obs
+                if terminated or truncated:
+                    break
+            run.log_episode(episode, epsilon, info, global_step)
+            obs, _ = env.reset()
+    except KeyboardInterrupt:
+        episodes.close()
+        print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
+    env.close()
+    return q_table, run.end(q_table)  # the greedy evaluation, its report, --save-model and --upload-model
+
+
+# EVALUATION: Taxi is scored as the course scores every classmate's agent (Unit 2's `evaluate_agent`): from the
+# same 100 starting positions (its `eval_seed` list, "DO NOT MODIFY"), at most 99 steps, the first maximum
+# (np.argmax), score = mean - std; so the leaderboard compares like with like. Other envs (the course passes no
+# seeds; the non-slippery lake is deterministic anyway): episode i starts from seed + 10000 + i, unseen in training.
+COURSE_EVAL_ENVS = ("Taxi-v3", "Taxi-v4")
+COURSE_EVAL_MAX_STEPS = 99
+COURSE_TAXI_EVAL_SEEDS = [
+    16, 54, 165, 177, 191, 191, 120, 80, 149, 178, 48, 38, 6, 125, 174, 73, 50, 172, 100, 148, 146, 6, 25, 40, 68,
+    148, 49, 167, 9, 97, 164, 176, 61, 7, 54, 55, 161, 131, 184, 51, 170, 12, 120, 113, 95, 126, 51, 98, 36, 135,
+    54, 82, 45, 95, 89, 59, 95, 124, 9, 113, 58, 85, 51, 134, 121, 169, 105, 21, 30, 11, 50, 65, 12, 43, 82,
+    145, 152, 97, 106, 55, 31, 85, 38, 112, 102, 168, 123, 97, 21, 83, 158, 26, 80, 63, 5, 81, 32, 11, 28, 148,
+]  # fmt: skip
+
+
+def eval_seeds(env_id: str, eval_episodes: int, seed: int) -> list[int]:
+    """The reset seed of each evaluation episode: Taxi's course seeds first, then seed + 10000 + i for episode i."""
+    course_seeds = COURSE_TAXI_EVAL_SEEDS if env_id in COURSE_EVAL_ENVS else []
+    own_seeds = [seed + 10_000 + i for i in range(len(course_seeds), eval_episodes)]
+    return (course_seeds + own_seeds)[:eval_episodes]
+
+
+def eval_max_steps(args: Args) -> int:
+    # the course evaluates Taxi at 99 steps whatever the training used (its own max_steps, 99, is the default here)
+    return COURSE_EVAL_MAX_STEPS if args.env_id in COURSE_EVAL_ENVS else args.max_steps
+
+
+def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
+    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
+
+
+def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
+    """Greedy episodes (no exploration), each reset with its seed from eval_seeds, so scores are comparable."""
+    course = env.spec.id in COURSE_EVAL_ENVS
+    rng = np.random.default_rng(seed)  # only for breaking ties
+    episodic_returns = []
+    for episode_seed in eval_seeds(env.spec.id, eval_episodes, seed):
+        obs, _ = env.reset(seed=episode_seed)
+        while True:
+            # the course's greedy_policy is np.argmax, which takes the first maximum: its Taxi score depends on it
+            action = int(np.argmax(q_table[obs])) if course else greedy_action(q_table, obs, rng)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                episodic_returns.append(float(info["episode"]["r"]))
+                break
+    return episodic_returns
+
+
+# ================================================================================================================
+# PLUMBING. Everything above is Q-learning as the course teaches it; everything below is what a run needs around
+# it: argument checks, videos without pygame, wandb, TensorBoard and progress, saving, --eval-only, the Hub.
+# ================================================================================================================
+class UsageError(Exception):
+    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
+
+
+def resolve_args(args: Args) -> Args:
+    """Checks the env and flags, fills the per-env defaults; raises UsageError on anything a Q-table cannot run."""
+    env_id = args.env_id
+    if env_id == "Taxi-v3":
+        # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
+        print("note: Taxi-v3 is called Taxi-v4 in gymnasium >= 1.3; using Taxi-v4")
+        env_id = "Taxi-v4"
+    if env_id not in gym.registry and importlib.util.find_spec("ale_py") is not None:
+        import ale_py  # registers the Atari ids, so that one gets pointed to dqn_atari.py rather than "unknown"
+
+        gym.register_envs(ale_py)
+    if env_id in gym.registry and str(gym.registry[env_id].entry_point).startswith("ale_py"):
+        raise UsageError(f"{env_id} is an Atari game, its states are screen images, too many for a table: use dqn_atari.py")
+    if env_id not in gym.registry:
+        not_atari = [k for k, spec in gym.registry.items() if not str(spec.entry_point).startswith("ale_py")]
+        close = difflib.get_close_matches(env_id, not_atari, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
+        raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
+    # the 4x4 default is FrozenLake-v1's map; for an env without a map it means none (None in args.json)
+    map_name = None if args.map_name == Args.map_name and env_id != "FrozenLake-v1" else args.map_name
+    if map_name is not None and not (env_id.startswith("FrozenLake") and map_name in ("4x4", "8x8")):
+        raise UsageError(f"--map-name takes 4x4 or 8x8, for FrozenLake only (got {map_name!r} for {env_id})")
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401  (RecordVideo encodes the mp4 with it)
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy to write mp4 files: pip install moviepy") from None
+    args = dataclasses.replace(args, env_id=env_id, map_name=map_name)
+    try:
+        env = make_env(args)
+    except TypeError:  # an unexpected keyword argument
+        raise UsageError(f"{env_id} has no is_slippery option (FrozenLake and CliffWalking have)") from None
+    spaces = env.observation_space, env.action_space
+    env.close()
+    if not all(isinstance(space, gym.spaces.Discrete) for space in spaces):
+        obs_kind, action_kind = (type(space).__name__ for space in spaces)
+        raise UsageError(
+            f"{env_id} has {obs_kind} observations and {action_kind} actions, a Q-table needs Discrete for both: "
+            "pick a toy-text env (FrozenLake-v1, Taxi-v4, CliffWalking-v1); dqn_atari.py handles image observations"
+        )
+
+    map_name = args.map_name or ("4x4" if env_id == "FrozenLake-v1" else None)
+    defaults = dict(zip(HYPERPARAMETERS, ENV_DEFAULTS.get((env_id, map_name, args.is_slippery), GENERIC_DEFAULTS)))
+    defaults["max_steps"] = defaults["max_steps"] or gym.spec(env_id).max_episode_steps or 200
+    args = dataclasses.replace(args, **{k: v for k, v in defaults.items() if getattr(args, k) is None})
+    valid = 0 < args.learning_rate <= 1 and 0 <= args.gamma <= 1 and args.total_episodes >= 0 and args.eval_episodes > 0
+    if not valid:
+        raise UsageError("need 0 < --learning-rate <= 1, 0 <= --gamma <= 1, --total-episodes >= 0, --eval-episodes > 0")
+    return args
 
 
 class AnsiToRgb(gym.Wrapper):
@@ -146,103 +338,6 @@ class AnsiToRgb(gym.Wrapper):
         return cells
 
 
-def make_env(args: Args, capture_video: bool = False, run_name: str = "") -> gym.Env:
-    kwargs = {"max_episode_steps": args.max_steps}
-    # gymnasium's FrozenLake is slippery by default, the course's is not: always pass the flag to it
-    if args.env_id.startswith("FrozenLake") or args.is_slippery:
-        kwargs["is_slippery"] = args.is_slippery
-    if args.map_name is not None:
-        kwargs["map_name"] = args.map_name
-    if capture_video:
-        # gymnasium draws toy-text envs with pygame, which requirements.txt does not pin: draw the text render instead
-        if importlib.util.find_spec("pygame") is None:
-            env = AnsiToRgb(gym.make(args.env_id, render_mode="ansi", **kwargs))
-        else:
-            env = gym.make(args.env_id, render_mode="rgb_array", **kwargs)
-        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-    else:
-        env = gym.make(args.env_id, **kwargs)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    env.action_space.seed(args.seed)
-    return env
-
-
-def resolve_args(args: Args) -> Args:
-    """Checks the env and flags, fills the per-env defaults; raises UsageError on anything a Q-table cannot run."""
-    env_id = args.env_id
-    if env_id == "Taxi-v3":
-        # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
-        print("note: Taxi-v3 is called Taxi-v4 in gymnasium >= 1.3; using Taxi-v4")
-        env_id = "Taxi-v4"
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
-        raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
-    if args.map_name is not None and not (env_id.startswith("FrozenLake") and args.map_name in ("4x4", "8x8")):
-        raise UsageError(f"--map-name takes 4x4 or 8x8, for FrozenLake only (got {args.map_name!r} for {env_id})")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401  (RecordVideo encodes the mp4 with it)
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy to write mp4 files: pip install moviepy") from None
-    args = dataclasses.replace(args, env_id=env_id)
-    try:
-        env = make_env(args)
-    except TypeError:  # an unexpected keyword argument
-        raise UsageError(f"{env_id} has no is_slippery option (FrozenLake and CliffWalking have)") from None
-    spaces = env.observation_space, env.action_space
-    env.close()
-    if not all(isinstance(space, gym.spaces.Discrete) for space in spaces):
-        obs_kind, action_kind = (type(space).__name__ for space in spaces)
-        raise UsageError(
-            f"{env_id} has {obs_kind} observations and {action_kind} actions, a Q-table needs Discrete for both: "
-            "pick a toy-text env (FrozenLake-v1, Taxi-v4, CliffWalking-v1); dqn_atari.py handles image observations"
-        )
-
-    map_name = args.map_name or ("4x4" if env_id == "FrozenLake-v1" else None)
-    defaults = dict(zip(HYPERPARAMETERS, ENV_DEFAULTS.get((env_id, map_name, args.is_slippery), GENERIC_DEFAULTS)))
-    defaults["max_steps"] = defaults["max_steps"] or gym.spec(env_id).max_episode_steps or 200
-    args = dataclasses.replace(args, **{k: v for k, v in defaults.items() if getattr(args, k) is None})
-    valid = 0 < args.learning_rate <= 1 and 0 <= args.gamma <= 1 and args.total_episodes >= 0 and args.eval_episodes > 0
-    if not valid:
-        raise UsageError("need 0 < --learning-rate <= 1, 0 <= --gamma <= 1, --total-episodes >= 0, --eval-episodes > 0")
-    return args
-
-
-# ALGO LOGIC: the Q-table
-def initialize_q_table(env: gym.Env) -> np.ndarray:
-    return np.zeros((env.observation_space.n, env.action_space.n))
-
-
-def greedy_action(q_table: np.ndarray, obs: int, rng: np.random.Generator) -> int:
-    """argmax_a Q(obs, a), ties broken at random."""
-    # The course's np.argmax returns the FIRST maximum. A zero-initialised table is all ties, so a greedy agent
-    # would always pick action 0 (LEFT on FrozenLake) and walk into the wall until an epsilon step rescues it.
-    row = q_table[obs]
-    ties = np.flatnonzero(row == row.max())
-    return int(ties[0]) if len(ties) == 1 else int(rng.choice(ties))
-
-
-def q_learning_update(q_table, obs, action, reward, next_obs, terminated, learning_rate, gamma) -> float:
-    """One Q-learning step on q_table, in place; returns the TD target."""
-    # Bellman update: Q(s,a) := Q(s,a) + lr * [R(s,a) + gamma * max_a' Q(s',a') - Q(s,a)]
-    # Mask on terminated only: a hole or the goal has no future, but a time-limit cut (truncated, our max_steps
-    # included) does; zeroing it would teach the agent that the state where time ran out is worth nothing.
-    td_target = reward + gamma * np.max(q_table[next_obs]) * (1 - terminated)
-    q_table[obs, action] += learning_rate * (td_target - q_table[obs, action])
-    return td_target
-
-
-def exponential_schedule(start_e: float, end_e: float, decay_rate: float, episode: int) -> float:
-    return end_e + (start_e - end_e) * np.exp(-decay_rate * episode)
-
-
-def epsilon_greedy_action(q_table, obs, epsilon, env, rng) -> int:
-    if rng.random() < epsilon:
-        return int(env.action_space.sample())
-    return greedy_action(q_table, obs, rng)
-
-
 def init_wandb(args: Args, run_name: str):
     """wandb.init that never prompts: with no API key found, or if init fails, the run is logged offline."""
     import wandb
@@ -266,95 +361,67 @@ def init_wandb(args: Args, run_name: str):
     return run
 
 
-def train(args: Args) -> tuple[np.ndarray, list[float]]:
-    """Q-learning, then a greedy evaluation (and --save-model); returns (q_table, evaluation returns)."""
-    args = resolve_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    # built first so that a missing video encoder stops us before training, not after
-    eval_env = make_env(args, args.capture_video, run_name)
-    wandb_run = init_wandb(args, run_name) if args.track else None
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+class Run:
+    """A training run's plumbing, in the order train() calls it: set-up, each episode's logs, the end."""
 
-    # TRY NOT TO MODIFY: seeding
-    rng = np.random.default_rng(args.seed)
-    env = make_env(args)
-    q_table = initialize_q_table(env)
-    hyperparameters = ", ".join(f"{k}={getattr(args, k)}" for k in HYPERPARAMETERS)
-    print(f"training {args.env_id} ({q_table.shape[0]} states x {q_table.shape[1]} actions): {hyperparameters}")
+    def __init__(self, args: Args):
+        self.args = args
+        self.name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        # built first so that a missing video encoder stops us before training, not after
+        self.eval_env = make_eval_env(args, self.name)
+        self.wandb_run = init_wandb(args, self.name) if args.track else None
+        self.writer = SummaryWriter(f"runs/{self.name}")
+        self.writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+        self.recent_returns = deque(maxlen=100)
+        self.show_bar = sys.stdout.isatty()  # a bar for people, a plain line every 10% for logs
 
-    global_step, episode = 0, 0
-    recent_returns = deque(maxlen=100)
-    show_bar = sys.stdout.isatty()  # a bar for people, a plain line every 10% for logs
-    episodes = tqdm(range(args.total_episodes), disable=not show_bar, unit="episode")
-    obs, _ = env.reset(seed=args.seed)
-    try:
-        for episode in episodes:
-            epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
-            while True:
-                action = epsilon_greedy_action(q_table, obs, epsilon, env, rng)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                q_learning_update(q_table, obs, action, reward, next_obs, terminated, args.learning_rate, args.gamma)
-                global_step += 1
-                # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
-                obs = next_obs
-                if terminated or truncated:
-                    break
+    def episodes(self, q_table: np.ndarray) -> tqdm:
+        args = self.args
+        hyperparameters = ", ".join(f"{k}={getattr(args, k)}" for k in HYPERPARAMETERS)
+        print(f"training {args.env_id} ({q_table.shape[0]} states x {q_table.shape[1]} actions): {hyperparameters}")
+        self.bar = tqdm(range(args.total_episodes), disable=not self.show_bar, unit="episode")
+        return self.bar
 
-            # info["episode"] comes from RecordEpisodeStatistics, as in the Atari scripts
-            recent_returns.append(float(info["episode"]["r"]))
-            writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
-            writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
-            if show_bar and episode % 100 == 0:
-                episodes.set_postfix(mean_return=f"{np.mean(recent_returns):.2f}", epsilon=f"{epsilon:.3f}")
-            elif not show_bar and (episode + 1) % max(1, args.total_episodes // 10) == 0:
-                mean_return = np.mean(recent_returns)
-                print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
-            obs, _ = env.reset()
-    except KeyboardInterrupt:
-        episodes.close()
-        print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
-    env.close()
+    def log_episode(self, episode: int, epsilon: float, info: dict, global_step: int) -> None:
+        recent_returns, writer = self.recent_returns, self.writer
+        # info["episode"] comes from RecordEpisodeStatistics, as in the Atari scripts
+        recent_returns.append(float(info["episode"]["r"]))
+        writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
+        writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+        writer.add_scalar("charts/epsilon", epsilon, global_step)
+        if self.show_bar and episode % 100 == 0:
+            self.bar.set_postfix(mean_return=f"{np.mean(recent_returns):.2f}", epsilon=f"{epsilon:.3f}")
+        elif not self.show_bar and (episode + 1) % max(1, self.args.total_episodes // 10) == 0:
+            mean_return = np.mean(recent_returns)
+            print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
 
-    try:
-        eval_returns = evaluate(q_table, eval_env, args.eval_episodes, args.seed)
-        for idx, episodic_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-        report(q_table, eval_returns, eval_env)
-        if args.save_model or args.upload_model:
-            save_model(q_table, args, run_name)
-    finally:
-        eval_env.close()  # RecordVideo writes the last video on close
-        writer.close()
-        if wandb_run is not None:
-            wandb_run.finish()
-    if args.upload_model:  # after the close: the video is complete
-        push_to_hub(args, run_name, q_table, eval_returns)
-    return q_table, eval_returns
-
-
-def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
-    """Greedy episodes (no exploration); episode i is reset with seed + 10000 + i, so scores are comparable."""
-    rng = np.random.default_rng(seed)  # only for breaking ties
-    episodic_returns = []
-    for i in range(eval_episodes):
-        obs, _ = env.reset(seed=seed + 10_000 + i)
-        while True:
-            obs, _, terminated, truncated, info = env.step(greedy_action(q_table, obs, rng))
-            if terminated or truncated:
-                episodic_returns.append(float(info["episode"]["r"]))
-                break
-    return episodic_returns
+    def end(self, q_table: np.ndarray) -> list[float]:
+        args, writer = self.args, self.writer
+        try:
+            eval_returns = evaluate(q_table, self.eval_env, args.eval_episodes, args.seed)
+            for idx, episodic_return in enumerate(eval_returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, idx)
+            report(q_table, eval_returns, self.eval_env)
+            if args.save_model or args.upload_model:
+                save_model(q_table, args, self.name)
+        finally:
+            self.eval_env.close()  # RecordVideo writes the last video on close
+            writer.close()
+            if self.wandb_run is not None:
+                self.wandb_run.finish()
+        if args.upload_model:  # after the close: the video is complete
+            push_to_hub(args, self.name, q_table, eval_returns)
+        return eval_returns
 
 
 def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None:
     """Prints the evaluation score, and for grid worlds the Q-table and the greedy policy on the map."""
     mean, std = np.mean(eval_returns), np.std(eval_returns)
-    print(f"eval over {len(eval_returns)} episodes: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
+    protocol = " (the course's Taxi seeds first)" if env.spec.id in COURSE_EVAL_ENVS else ""
+    print(f"eval over {len(eval_returns)} episodes{protocol}: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
     env_id, unwrapped = env.spec.id, env.unwrapped
     if env_id.startswith("FrozenLake"):
         grid, arrows, letters = unwrapped.desc.astype(str), "←↓→↑", "SHG"
@@ -398,7 +465,7 @@ def evaluate_saved(args: Args) -> list[float]:
     env_settings = {k: saved[k] for k in env_fields if k in saved and getattr(args, k) == getattr(defaults, k)}
     args = resolve_args(dataclasses.replace(args, **env_settings))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    env = make_env(args, args.capture_video, run_name)
+    env = make_eval_env(args, run_name)
     try:
         if q_table.shape != (env.observation_space.n, env.action_space.n):
             raise UsageError(f"Q-table shape {q_table.shape} does not fit {args.env_id}'s spaces")
@@ -431,10 +498,11 @@ def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_return
     for name in ("q_table.npy", "args.json"):
         shutil.copy(run_dir / name, folder / name)
     shutil.copy(__file__, folder / os.path.basename(__file__))
-    # the course notebook loads this dict with load_from_hub(repo_id, "q-learning.pkl"); the eval seeds are ours
+    # the course notebook loads this dict with load_from_hub(repo_id, "q-learning.pkl"), and its push_to_hub scores
+    # it with evaluate_agent(env, max_steps, n_eval_episodes, qtable, eval_seed): these are our evaluation's values
     course_model = {
-        "env_id": args.env_id, "max_steps": args.max_steps, "n_training_episodes": args.total_episodes,
-        "n_eval_episodes": args.eval_episodes, "eval_seed": [args.seed + 10_000 + i for i in range(args.eval_episodes)],
+        "env_id": args.env_id, "max_steps": eval_max_steps(args), "n_training_episodes": args.total_episodes,
+        "n_eval_episodes": args.eval_episodes, "eval_seed": eval_seeds(args.env_id, args.eval_episodes, args.seed),
         "learning_rate": args.learning_rate, "gamma": args.gamma, "max_epsilon": args.start_e,
         "min_epsilon": args.end_e, "decay_rate": args.decay_rate, "qtable": q_table,
     }  # fmt: skip
@@ -446,6 +514,7 @@ def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_return
     tag, script = env_tag(args), os.path.basename(__file__)
     # Taxi-v4 is gymnasium >= 1.3's name for the course's Taxi-v3 (same game unless is_rainy): the leaderboard lists v3
     extra_tag = "\n- Taxi-v3" if args.env_id == "Taxi-v4" else ""
+    protocol = " as the course's `evaluate_agent` plays them" if args.env_id in COURSE_EVAL_ENVS else ""
     (folder / "README.md").write_text(f"""---
 tags:
 - {tag}{extra_tag}
@@ -471,7 +540,7 @@ model-index:
 # Q-learning agent playing {tag}
 
 A Q-table trained with `{script}` for {args.total_episodes:,} episodes (seed {args.seed}), as in Unit 2 of the
-Hugging Face Deep RL course. Evaluation: {len(eval_returns)} greedy episodes, {mean:.2f} +/- {std:.2f}.
+Hugging Face Deep RL course. Evaluation: {len(eval_returns)} greedy episodes{protocol}, {mean:.2f} +/- {std:.2f}.
 
 Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
 

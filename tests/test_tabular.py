@@ -2,11 +2,13 @@
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import gymnasium as gym
 import huggingface_hub
 import numpy as np
 import pytest
@@ -26,14 +28,14 @@ def in_tmp_path(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_script(*flags: str, env: dict = None) -> subprocess.CompletedProcess:
+def run_script(*flags: str, env: dict = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, tab.__file__, *flags],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         env=env,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -92,6 +94,68 @@ def always_left_table() -> np.ndarray:
 @pytest.mark.parametrize("q_table, expected", [(optimal_table(), 1.0), (always_left_table(), 0.0)])
 def test_evaluate_hand_built_tables(q_table, expected):
     assert tab.evaluate(q_table, frozenlake_env(), eval_episodes=20, seed=1) == [expected] * 20
+
+
+# the course's Unit 2 Taxi evaluation; the list is kept beside the project checkout, in ../shared/
+COURSE_SEEDS_FILE = Path(__file__).resolve().parents[2] / "shared" / "course-unit2-taxi-eval-seeds.txt"
+
+
+def test_course_taxi_seeds_are_the_course_list():
+    if not COURSE_SEEDS_FILE.is_file():
+        pytest.skip(f"{COURSE_SEEDS_FILE} is not there to compare with")
+    lines = COURSE_SEEDS_FILE.read_text().splitlines()
+    assert tab.COURSE_TAXI_EVAL_SEEDS == [int(line) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_eval_seeds_course_first_then_the_projects():
+    course = tab.COURSE_TAXI_EVAL_SEEDS
+    assert tab.eval_seeds("Taxi-v4", 5, seed=1) == course[:5]
+    assert tab.eval_seeds("Taxi-v3", 102, seed=1) == course + [10_101, 10_102]  # episode i: seed + 10000 + i
+    assert tab.eval_seeds("FrozenLake-v1", 3, seed=2) == [10_002, 10_003, 10_004]  # the course passes no seeds
+
+
+def course_evaluate_agent(env, max_steps, n_eval_episodes, q_table, seed):
+    """The course's evaluate_agent, written here from its description: episode i reset with seed[i], at most
+    max_steps steps of np.argmax (the first maximum), the rewards summed; returns (mean, std)."""
+    episode_rewards = []
+    for episode in range(n_eval_episodes):
+        state, _ = env.reset(seed=seed[episode])
+        total_rewards_ep = 0.0
+        for _ in range(max_steps):
+            state, reward, terminated, truncated, _ = env.step(int(np.argmax(q_table[state])))
+            total_rewards_ep += reward
+            if terminated or truncated:
+                break
+        episode_rewards.append(total_rewards_ep)
+    return np.mean(episode_rewards), np.std(episode_rewards)
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v3", "Taxi-v4"])
+def test_taxi_is_evaluated_as_the_course_does(monkeypatch, capsys, env_id):
+    """Printed score, returns, model card, q-learning.pkl and --eval-only all give the course's numbers."""
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    # a short training leaves failed episodes, which the course cuts at 99 steps though this run trained with 200
+    args = tab.Args(env_id=env_id, total_episodes=300, max_steps=200, upload_model=True)
+    q_table, eval_returns = tab.train(args)
+    taxi = gym.make("Taxi-v4")  # gymnasium's own, 200-step limit: the 99 comes from the course's loop
+    mean, std = course_evaluate_agent(taxi, 99, 100, q_table, tab.COURSE_TAXI_EVAL_SEEDS)
+    assert std > 0 and (np.mean(eval_returns), np.std(eval_returns)) == pytest.approx((mean, std))
+    assert f"mean_reward={mean:.3f} +/- {std:.3f}" in capsys.readouterr().out
+
+    folder = next(Path("runs").glob("*/hub"))
+    card_meta = yaml.safe_load((folder / "README.md").read_text().split("---\n")[1])
+    assert card_meta["model-index"][0]["results"][0]["metrics"][0]["value"] == f"{mean:.2f} +/- {std:.2f}"
+    with open(folder / "q-learning.pkl", "rb") as f:
+        model = tab.NumpyOnlyUnpickler(f).load()
+    assert model["eval_seed"] == tab.COURSE_TAXI_EVAL_SEEDS
+    # what the course's push_to_hub computes from the pickle
+    course_score = course_evaluate_agent(taxi, model["max_steps"], model["n_eval_episodes"], model["qtable"], model["eval_seed"])
+    assert course_score == pytest.approx((mean, std))
+    assert tab.evaluate_saved(tab.Args(eval_only=str(folder.parent))) == eval_returns
+    # ties: on an untrained table np.argmax always drives south (-1 a step, 99 steps); random tie-breaking
+    # would also try illegal pick-ups and drop-offs (-10 each)
+    untrained_env = tab.make_eval_env(tab.resolve_args(tab.Args(env_id=env_id)))
+    assert tab.evaluate(np.zeros_like(q_table), untrained_env, 100, seed=1) == [-99.0] * 100
 
 
 @pytest.mark.parametrize(
@@ -188,16 +252,33 @@ def test_wandb_never_prompts_and_falls_back_offline(monkeypatch, logged_in, init
 
 @pytest.mark.parametrize(
     "env_id, hint",
-    [("FrozenLake-v2", "did you mean FrozenLake-v1"), ("Pendulum-v1", "Discrete"), ("CartPole-v1", "Discrete")],
+    [
+        ("FrozenLake-v2", "did you mean FrozenLake-v1"),
+        ("Pendulum-v1", "Discrete"),
+        ("CartPole-v1", "Discrete"),
+        ("SpaceInvadersNoFrameskip-v4", "use dqn_atari.py"),  # as dqn_atari.py points here for FrozenLake
+        ("ALE/Pong-v5", "use dqn_atari.py"),
+    ],
 )
 def test_bad_env_id_is_one_line_and_exit_2(env_id, hint):
     with pytest.raises(tab.UsageError, match=hint):
         tab.resolve_args(tab.Args(env_id=env_id))
-    result = run_script("--env-id", env_id)
+    result = run_script("--env-id", env_id, timeout=30)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ") and hint in line
+
+
+def test_help_shows_the_4x4_map_default(capsys):
+    with pytest.raises(SystemExit):
+        tyro.cli(tab.Args, args=["--help"])
+    help_text = re.sub(r"[\s│|]+", " ", capsys.readouterr().out)  # unwrap tyro's box
+    assert "(default: 4x4)" in help_text.split("--map-name ")[1].split(" --")[0]
+    # the default is FrozenLake-v1's map: other envs run without --map-name, and still refuse one
+    assert tab.resolve_args(tab.Args(env_id="Taxi-v4")).map_name is None
+    with pytest.raises(tab.UsageError, match="--map-name"):
+        tab.resolve_args(tab.Args(env_id="Taxi-v4", map_name="8x8"))
 
 
 def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
