@@ -68,7 +68,7 @@ class Args:
     eval_episodes: int = 10
     """the number of full games played by the final evaluation"""
     eval_only: Optional[str] = None
-    """a saved model to evaluate without training: a file path or a Hugging Face Hub repo id"""
+    """a saved model to evaluate without training: a .pt file, a run folder or a Hugging Face Hub repo id"""
     checkpoint_frequency: int = 500_000
     """environment steps between the checkpoints that --resume continues from (0: none)"""
     resume: Optional[str] = None
@@ -98,7 +98,7 @@ class Args:
     end_e: float = 0.01
     """the ending epsilon for exploration"""
     exploration_fraction: float = 0.10
-    """the fraction of `total-timesteps` it takes from start-e to go end-e"""
+    """the fraction of `total-timesteps` it takes from start-e to go end-e (0: end-e from the start)"""
     learning_starts: int = 80000
     """environment steps before learning starts"""
     train_frequency: int = 4
@@ -305,6 +305,12 @@ class ALEVectorEnv:
         self.envs = None  # its close() leaves the C++ threads running; freeing it stops them
 
 
+def file_name(env_id):
+    """gymnasium's recommended ids hold a slash ("ALE/Pong-v5"): "ALE-Pong-v5" makes one folder level under
+    runs/ and videos/, and a valid Hub repo name. The env id itself is kept everywhere else."""
+    return env_id.replace("/", "-")
+
+
 def check_atari_env_id(env_id):
     """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
     if env_id not in gym.registry:
@@ -487,6 +493,8 @@ class ReplayBuffer:
 
 
 def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+    if duration <= 0:  # --exploration-fraction 0: no decay, epsilon is end-e from the first step (as in SB3)
+        return end_e
     slope = (end_e - start_e) / duration
     return max(slope * t + start_e, end_e)
 
@@ -538,7 +546,7 @@ def check_args(args: Args):
         (args.train_frequency < 1, "--train-frequency must be at least 1"),
         (args.target_network_frequency < 1, "--target-network-frequency must be at least 1"),
         (not 0 <= args.end_e <= args.start_e <= 1, "epsilon needs 0 <= --end-e <= --start-e <= 1"),
-        (not 0 < args.exploration_fraction <= 1, "--exploration-fraction must be in (0, 1]"),
+        (not 0 <= args.exploration_fraction <= 1, "--exploration-fraction must be in [0, 1]"),
         (args.eval_episodes < 0, "--eval-episodes cannot be negative"),
         (args.upload_model and args.eval_episodes < 1, "--upload-model needs an evaluation: --eval-episodes of at least 1"),
         (args.checkpoint_frequency < 0, "--checkpoint-frequency cannot be negative (0 turns checkpoints off)"),
@@ -638,7 +646,7 @@ def train(args: Args, make_env=make_env):
     check_args(args)
     if make_env is globals()["make_env"]:  # tests pass environments of their own
         check_atari_env_id(args.env_id)
-    run_name = state["run_name"] if state else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = state["run_name"] if state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(f"runs/{run_name}")
     device = select_device(args)
 
@@ -837,6 +845,8 @@ def train(args: Args, make_env=make_env):
         script = os.path.basename(__file__)
         if stop_requests and args.checkpoint_frequency:
             print(f"continue it with: python {script} --resume {run_dir}")
+        if updates == 0:
+            print(f"learning had not started yet (it starts after step {args.learning_starts:,}): the saved network is untrained")
         print(f"evaluate it with: python {script} --eval-only {model_path}")
     return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
@@ -893,13 +903,23 @@ def load_model(path, device):
 
 
 def resolve_model_path(path_or_repo):
-    """A local file, or a Hub repo id (user/name) whose .pt file is downloaded."""
-    if os.path.exists(path_or_repo) or path_or_repo.endswith(".pt") or path_or_repo.count("/") != 1:
+    """A model file, a run folder (the .pt file in it), or a Hub repo id (user/name) whose .pt file is downloaded."""
+    if os.path.isdir(path_or_repo):  # runs/{run_name}
+        models = sorted(Path(path_or_repo).glob("*.pt"), key=os.path.getmtime)
+        if not models:
+            raise UsageError(f"no model in the folder '{path_or_repo}': pass the .pt file written by --save-model")
+        if len(models) > 1:
+            print(f"{path_or_repo} holds {len(models)} models ({', '.join(m.name for m in models)}): evaluating the newest, {models[-1].name}")
+        return str(models[-1])
+    local = path_or_repo.startswith(("runs/", "./", "../", "/")) or path_or_repo.endswith(".pt") or path_or_repo.count("/") != 1
+    if local or os.path.exists(path_or_repo):
         return path_or_repo  # load_model says it if the file is missing
     try:
         from huggingface_hub import HfApi, hf_hub_download
 
-        filename = next(f for f in HfApi().list_repo_files(path_or_repo) if f.endswith(".pt"))
+        # one request lists the repo's files, with no retries: without a network this fails in a second
+        files = [f.rfilename for f in HfApi().model_info(path_or_repo, timeout=10).siblings]
+        filename = next(f for f in files if f.endswith(".pt"))
         return hf_hub_download(path_or_repo, filename)
     except Exception as e:
         raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
@@ -912,7 +932,7 @@ def eval_only(args: Args):
     q_network, saved_args = load_model(resolve_model_path(args.eval_only), device)
     env_id = saved_args.get("env_id", args.env_id)
     check_atari_env_id(env_id)
-    run_name = f"{env_id}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
+    run_name = f"{file_name(env_id)}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
     returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
     report_evaluation(returns)
     if args.capture_video:
@@ -972,7 +992,7 @@ def load_checkpoint(run_dir, args: Args):
 
 # HUGGING FACE HUB: share the agent, as the course does
 def hub_repo_id(args: Args):
-    repo_name = f"{args.env_id}-{args.exp_name}-seed{args.seed}"
+    repo_name = f"{file_name(args.env_id)}-{args.exp_name}-seed{args.seed}"
     return f"{args.hf_entity}/{repo_name}" if args.hf_entity else repo_name
 
 

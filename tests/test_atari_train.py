@@ -9,6 +9,7 @@ scripts are byte-identical (tests/test_ddqn_diff.py), and the TD target is teste
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,12 @@ def scalars(run_dir):
 
 
 # epsilon schedule
+def test_exploration_fraction_zero_means_no_decay(algo):
+    """As in Stable-Baselines3: --exploration-fraction 0 is end-e from the first step, not an error."""
+    assert algo.linear_schedule(1.0, 0.05, 0, 0) == algo.linear_schedule(1.0, 0.05, 0.0, 10_000) == 0.05
+    algo.check_args(algo.Args(exploration_fraction=0.0))
+
+
 def test_linear_schedule_endpoints_and_midpoint(algo):
     assert algo.linear_schedule(1.0, 0.01, 1000, 0) == pytest.approx(1.0)
     assert algo.linear_schedule(1.0, 0.01, 1000, 500) == pytest.approx(0.505)
@@ -253,6 +260,27 @@ def test_eval_only_replays_the_evaluation_of_the_saved_model(space_invaders_runs
     assert not (tmp_path / "runs").exists(), "--eval-only must not start a training run folder"
 
 
+def test_eval_only_takes_a_run_folder(space_invaders_runs, tmp_path, monkeypatch, capsys):
+    """--eval-only runs/<run>: the model in the folder; with several, the newest, and it says which."""
+    folder, result, _ = space_invaders_runs[0]
+    run_dir = tmp_path / "runs" / result["run_name"]
+    run_dir.mkdir(parents=True)
+    shutil.copy(folder / result["model_path"], run_dir / "older.pt")
+    time.sleep(0.01)
+    shutil.copy(folder / result["model_path"], run_dir / "dqn_atari.pt")
+    os.utime(run_dir / "older.pt", (1, 1))
+    monkeypatch.chdir(tmp_path)
+    assert dqn_atari.resolve_model_path(f"runs/{result['run_name']}") == f"runs/{result['run_name']}/dqn_atari.pt"
+    assert "older.pt, dqn_atari.pt): evaluating the newest, dqn_atari.pt" in capsys.readouterr().out
+    (run_dir / "older.pt").unlink()
+    returns = dqn_atari.eval_only(dqn_atari.Args(eval_only=f"runs/{result['run_name']}", eval_episodes=1, cuda=False))
+    assert returns == result["eval_returns"]
+    assert "models" not in capsys.readouterr().out, "one model: nothing to say"
+    (run_dir / "dqn_atari.pt").unlink()
+    with pytest.raises(dqn_atari.UsageError, match="no model in the folder"):
+        dqn_atari.resolve_model_path(f"runs/{result['run_name']}")
+
+
 def test_same_seed_same_run(space_invaders_runs):
     (_, result_a, logged_a), (_, result_b, logged_b) = space_invaders_runs
     for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "charts/episodic_length"):
@@ -300,6 +328,11 @@ BAD_INPUT = {
     ),
     "eval-only missing file": (["--eval-only", "missing.pt"], lambda msg: "missing.pt" in msg),
     "eval-only garbage file": (["--eval-only", "garbage.pt"], lambda msg: "garbage.pt" in msg),
+    # a path under runs/ is a file, never a Hub repo id: no network call, no retry messages
+    "eval-only missing run folder": (["--eval-only", "runs/nonexistent"], lambda msg: "runs/nonexistent" in msg),
+    # a Hub repo id that cannot be reached (no network here) or does not exist: one line, not the client's retries
+    "eval-only unreachable Hub repo": (["--eval-only", "someone/no-such-model"], lambda msg: "someone/no-such-model" in msg),
+    "negative exploration fraction": (["--exploration-fraction=-0.1"], lambda msg: "--exploration-fraction" in msg),
 }
 
 
@@ -412,6 +445,7 @@ def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path, subprocess_env):
     assert returncode == 0, stderr
     steps = re.findall(r"at step ([\d,]+)", stdout)
     assert steps and int(steps[0].replace(",", "")) > 0, f"no training step before Ctrl-C:\n{stdout}"
+    assert "learning had not started" not in stdout, "it learned from step 100: its network is trained"
     assert not orphans, f"processes left behind: {orphans}"
     (run_dir,) = (tmp_path / "runs").iterdir()
     models = list(run_dir.glob("*.pt"))

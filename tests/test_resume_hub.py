@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 import numpy as np
@@ -457,6 +458,7 @@ def test_ctrl_c_writes_a_checkpoint_and_the_model_and_prints_the_resume_command(
     step = int(stopped[0].replace(",", ""))
     assert step >= 1000
     assert f"continue it with: python dqn_atari.py --resume runs/{run_dir.name}\n" in out, out
+    assert "learning had not started yet (it starts after step 100,000)" in out, "a stop before learning says so"
     assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step}", "global_step": step}
     state, frames, arrays = load_checkpoint_files(run_dir / f"checkpoint-{step}")
     assert state["global_step"] == step and frames.shape[1] == arrays["actions"].shape[1] > 0.9 * step
@@ -495,6 +497,27 @@ def test_stop_during_a_checkpoint_write_keeps_that_checkpoint(tmp_path, monkeypa
     assert dqn_atari.load_checkpoint(str(run_dir), dqn_atari.Args())[0]["global_step"] == 200
     assert "stopped at step 200" in out and f"continue it with: python dqn_atari.py --resume {run_dir}" in out, out
     assert Path(result["model_path"]).is_file()
+
+
+def test_a_run_stopped_before_learning_starts_says_its_network_is_untrained(tmp_path, monkeypatch, capsys):
+    """A stop (here a SIGTERM after 5 steps of TINY_RUN, which learns from step 16) saves the network as any
+    stop does, and says that it has not learned yet."""
+    monkeypatch.chdir(tmp_path)
+    add = dqn_atari.ReplayBuffer.add
+    steps = []
+
+    def add_then_stop(self, *args, **kwargs):
+        add(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 5:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(dqn_atari.ReplayBuffer, "add", add_then_stop)
+    result = dqn_atari.train(dqn_atari.Args(checkpoint_frequency=0, **TINY_RUN))
+    out = capsys.readouterr().out
+    assert result["interrupted"] and Path(result["model_path"]).is_file()
+    assert "learning had not started yet (it starts after step 16): the saved network is untrained" in out
+    assert f"evaluate it with: python dqn_atari.py --eval-only {result['model_path']}" in out
 
 
 # the Hugging Face Hub
@@ -591,6 +614,21 @@ def test_failed_upload_keeps_the_folder_and_prints_the_command(tmp_path, monkeyp
     assert model_path.is_file() and (model_path.parent / "hub" / "dqn_atari.pt").is_file()
 
 
+def test_slash_env_id_makes_one_folder_level_and_a_valid_repo_id(tmp_path, monkeypatch, capsys):
+    """gymnasium's recommended ids hold a slash (ALE/Pong-v5): the run is one folder under runs/, the Hub repo
+    id is valid, and the env id itself stays in args.json and in the card's dataset field."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    result = dqn_atari.train(dqn_atari.Args(env_id="ALE/Pong-v5", upload_model=True, hf_entity="tester", eval_episodes=1, **TINY_RUN))
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [result["run_name"]]
+    assert result["run_name"].startswith("ALE-Pong-v5__dqn_atari__1__")
+    (repo_id,) = re.findall(r"hf upload (\S+) ", capsys.readouterr().out)
+    assert repo_id == "tester/ALE-Pong-v5-dqn_atari-seed1"
+    hub = tmp_path / "runs" / result["run_name"] / "hub"
+    assert json.loads((hub / "args.json").read_text())["env_id"] == "ALE/Pong-v5"
+    assert front_matter((hub / "README.md").read_text())["model-index"][0]["results"][0]["dataset"]["name"] == "ALE/Pong-v5"
+
+
 # --eval-only with a Hub repo id
 def test_eval_only_downloads_the_model_from_a_hub_repo(hub_run, tmp_path, monkeypatch, capsys):
     """The uploaded folder served as the Hub repo: the same games as the evaluation at the end of training."""
@@ -611,7 +649,8 @@ def test_eval_only_with_a_failing_download_is_a_usage_error(tmp_path, monkeypatc
     def hf_hub_download(repo_id, filename, **kwargs):
         raise OSError("connection refused")
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kwargs: ["README.md", "dqn_atari.pt"])
+    files = [SimpleNamespace(rfilename=name) for name in ("README.md", "dqn_atari.pt")]
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, **kwargs: SimpleNamespace(siblings=files))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(dqn_atari.UsageError, match=repo_id):
