@@ -28,6 +28,7 @@ The same command with `--n-trials 0` prints the study's table, best command and 
 
 import ast
 import bisect
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -67,8 +68,9 @@ class Args:
     """whether a higher or a lower score is better"""
     progress_tag: str = "charts/episodic_return"
     """the TensorBoard tag whose running mean goes to the pruner while a run goes (same direction as the score)"""
-    n_trials: int = 20
-    """the trials this worker runs (0: only print the study's results)"""
+    n_trials: Optional[int] = None
+    """the trials this worker runs (default: 20, or no limit with --timeout or --max-trials; 0: only print the
+    study's results)"""
     max_trials: Optional[int] = None
     """stop when the study, all workers together, has this many finished (complete or pruned) trials"""
     timeout: Optional[float] = None
@@ -114,7 +116,10 @@ def script_flags(script: str) -> dict[str, str]:
     if path.suffix != ".py" or not path.is_file():
         raise UsageError(f"no script {script!r}: name a Python file, e.g. dqn_frozenlake_tabular.py or dqn_atari.py")
     # read, not imported: importing would load torch and the games, and run whatever the module does
-    tree = ast.parse(path.read_text(), filename=script)
+    try:
+        tree = ast.parse(path.read_text(), filename=script)
+    except (SyntaxError, ValueError) as e:  # ValueError: not text
+        raise UsageError(f"{script} is not a Python script ({type(e).__name__}): tune a CleanRL-style script") from None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "Args":
             fields = [item for item in node.body if isinstance(item, ast.AnnAssign)]
@@ -300,13 +305,14 @@ class Run:
 
     def stop(self, timeout: float) -> None:
         """SIGTERM to the run's process group (an Atari run saves its model and exits), SIGKILL after timeout."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # it hangs, or a second Ctrl-C: kill it now
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # it hangs, or a second Ctrl-C: kill it now
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
     def error_line(self) -> str:
         lines = self.log.read_text(errors="replace").splitlines()
@@ -325,7 +331,8 @@ def progress_points(curves, finished, every, window, after) -> list[tuple[int, f
         ends = [bisect.bisect_right(steps, step) for steps, _ in curves]
         if min(ends) == 0:
             continue  # a run has not finished an episode yet
-        points.append((step, float(np.mean([np.mean(values[max(0, end - window) : end]) for (_, values), end in zip(curves, ends)]))))  # fmt: skip
+        running_means = [np.mean(values[max(0, end - window) : end]) for (_, values), end in zip(curves, ends)]
+        points.append((step, float(np.mean(running_means))))
     return points
 
 
@@ -355,53 +362,57 @@ def run_trial(trial: optuna.Trial, args: Args, params: list[Param], command: lis
         for run in runs:
             run.stop(args.stop_timeout)
 
+    scores = []
     for run in runs:
         if run.process.returncode == 2:  # the script's own UsageError: these flags can never run
             raise UsageError(f"{Path(args.script).name} refused the flags {shlex.join(flags)}: {run.error_line()}")
-        if run.process.returncode != 0:
-            raise TrialFailed(f"{run.error_line()}, see {run.log}")
-    scores = []
-    for run in runs:
         _, values = run.scalars(args.objective)
-        if not values:
-            raise TrialFailed(f"no {args.objective} in the TensorBoard events of {run.folder}")
+        if run.process.returncode != 0 or not values:
+            why = f"{run.error_line()}, see {run.log}" if run.process.returncode else f"no {args.objective} in {run.folder}"
+            trial.set_user_attr("failed", why)
+            raise TrialFailed(why)
         scores.append(np.mean(values))
     return float(np.mean(scores))
 
 
 # OUTPUT: a line per trial, then the study's table, its best command and the importance of each flag
+def fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
     return study.best_trial if study.get_trials(states=(TrialState.COMPLETE,)) else None
 
 
-def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, failures: dict) -> None:
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """The callback after each trial of this worker (complete, pruned or failed)."""
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     if trial.state == TrialState.COMPLETE:
-        outcome = f"score {trial.value:.4g}"
+        outcome = f"score {fmt(trial.value)}"
     elif trial.state == TrialState.PRUNED:
-        outcome = f"pruned at step {trial.user_attrs.get('pruned_at', 0):,}"
+        outcome = f"pruned at step {trial.user_attrs['pruned_at']:,}"
     else:
-        outcome = f"failed: {failures.pop(trial.number, 'see its output.log')}"
+        outcome = f"failed: {trial.user_attrs['failed']}"
     best = best_trial(study)
-    best_text = f"best {best.value:.4g} (trial {best.number})" if best else "no complete trial yet"
+    best_text = f"best {fmt(best.value)} (trial {best.number})" if best else "no complete trial yet"
     print(f"trial {trial.number} {outcome} in {seconds:.1f} s, {best_text}: {trial.user_attrs.get('flags', '')}")
 
 
 def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: list[Param]) -> None:
     trials = study.get_trials()
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
-    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 2, TrialState.FAIL: 3}
+    # the best first, then the pruned, running and failed ones
+    order = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL]
     sign = -1 if args.direction == "maximize" else 1
-    trials.sort(key=lambda t: (order[t.state], sign * t.value if t.state == TrialState.COMPLETE else 0, t.number))
+    trials.sort(key=lambda t: (order.index(t.state), sign * t.value if t.state == TrialState.COMPLETE else 0, t.number))
     print(f"\nstudy {study.study_name}: {len(trials)} trials, {len(finished)} complete ({args.direction} {args.objective})")
     columns = ["trial", "state", "score", *[f"--{p.flag}" for p in params], "seconds"]
     print("| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
     for t in trials:
         state = f"pruned at {t.user_attrs['pruned_at']:,}" if "pruned_at" in t.user_attrs else t.state.name.lower()
-        values = [f"{t.params[p.flag]:.4g}" if isinstance(t.params.get(p.flag), float) else str(t.params.get(p.flag, "")) for p in params]  # fmt: skip
+        values = [fmt(t.params.get(p.flag, "")) for p in params]
         seconds = f"{(t.datetime_complete - t.datetime_start).total_seconds():.1f}" if t.datetime_complete else ""
-        score = f"{t.value:.4g}" if t.state == TrialState.COMPLETE else ""  # a pruned one holds its last report
+        score = fmt(t.value) if t.state == TrialState.COMPLETE else ""  # a pruned one holds its last report
         print(f"| {t.number} | {state} | {score} | " + " | ".join(values) + f" | {seconds} |")
 
     best = best_trial(study)
@@ -409,7 +420,7 @@ def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: lis
         print("no complete trial yet: no best flags")
         return
     command = shlex.join(["python", args.script, *fixed]) + " " + best.user_attrs["flags"]
-    print(f"best: trial {best.number}, score {best.value:.4g} (mean over seeds {', '.join(map(str, args.seeds))}):\n  {command}")
+    print(f"best: trial {best.number}, score {fmt(best.value)} (mean over seeds {', '.join(map(str, args.seeds))}):\n  {command}")
     if len(finished) < 2:
         print("importance of each flag: needs at least 2 complete trials")
         return
@@ -422,13 +433,9 @@ def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: lis
         print(f"importance of each flag: not computed ({e})")
 
 
-def tune(args: Args, fixed: list[str]) -> optuna.Study:
-    """Checks everything, opens (or continues) the study, runs this worker's trials, prints the results."""
-    flags = script_flags(args.script)
-    params = read_space(args, flags)
-    check_fixed_flags(fixed, flags, params, args.script)
+def check_args(args: Args) -> None:
     problems = [
-        (args.n_trials < 0, "--n-trials cannot be negative (0: only print the study's results)"),
+        (args.n_trials is not None and args.n_trials < 0, "--n-trials cannot be negative (0: only print the results)"),
         (args.max_trials is not None and args.max_trials < 1, "--max-trials must be at least 1"),
         (not args.seeds, "--seeds needs at least one seed"),
         (args.report_every < 1 or args.report_window < 1, "--report-every and --report-window must be at least 1"),
@@ -439,47 +446,58 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
         if bad:
             raise UsageError(message)
 
-    study_name = args.study_name or Path(args.script).stem
-    storage = open_storage(args.storage, args.heartbeat)
-    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True)  # constant_liar: for workers
+
+def open_study(args: Args, study_name: str, settings: dict) -> optuna.Study:
+    """Creates the study, or loads it if it exists (a second worker, or a study that goes on)."""
+    # constant_liar: while trials run, the sampler counts them as bad, so that workers spread out
+    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True)
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=args.direction, sampler=sampler,
-        pruner=make_pruner(args), load_if_exists=True,
+        storage=open_storage(args.storage, args.heartbeat), study_name=study_name, direction=args.direction,
+        sampler=sampler, pruner=make_pruner(args), load_if_exists=True,
     )  # fmt: skip
-    # a study continues only with what it began with: mixed settings would make its trials incomparable
-    settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
-                "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
+    # a study goes on only with what it began with: mixed settings would make its trials incomparable
     settings = {key: value if isinstance(value, str) else repr(value) for key, value in settings.items()}
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", settings)
     elif saved != settings:
         changed = ", ".join(key for key in settings if saved.get(key) != settings[key])
-        raise UsageError(f"study {study_name!r} in {args.storage} was started with another {changed}: "
-                         "run it with its own settings, or name a new study with --study-name")  # fmt: skip
+        raise UsageError(
+            f"study {study_name!r} in {args.storage} was started with another {changed}: "
+            "run it with its own settings, or name a new study with --study-name"
+        )
+    return study
+
+
+def tune(args: Args, fixed: list[str]) -> optuna.Study:
+    """Checks everything, opens (or continues) the study, runs this worker's trials, prints the results."""
+    flags = script_flags(args.script)
+    params = read_space(args, flags)
+    check_fixed_flags(fixed, flags, params, args.script)
+    check_args(args)
+    study_name = args.study_name or Path(args.script).stem
+    settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
+                "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
+    study = open_study(args, study_name, settings)
+
+    # this worker's share: --n-trials, up to the study's --max-trials, until --timeout
+    n_trials = args.n_trials
+    if n_trials is None and args.timeout is None and args.max_trials is None:
+        n_trials = 20
+    callbacks = [trial_line]
+    if args.max_trials is not None:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        left = max(0, args.max_trials - len(study.get_trials(states=finished)))
+        n_trials = left if n_trials is None else min(n_trials, left)
+        callbacks.append(optuna.study.MaxTrialsCallback(args.max_trials, states=finished))
 
     folder = Path(args.workdir) / study_name
-    command = [str(Path(args.script).resolve()), *fixed, *runner_flags(flags, fixed, args.objective)]
-    n_trials = args.n_trials
-    callbacks = []
-    if args.max_trials is not None:
-        done = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        n_trials = min(n_trials, max(0, args.max_trials - done))
-        callbacks.append(optuna.study.MaxTrialsCallback(args.max_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs up to "
-          f"{n_trials}, into {folder}/ (watch: tensorboard --logdir {folder}, optuna-dashboard {args.storage})")  # fmt: skip
-
-    failures = {}  # trial number -> why, for its line
-
-    def objective(trial):
-        try:
-            return run_trial(trial, args, params, command, folder)
-        except TrialFailed as e:
-            failures[trial.number] = str(e)
-            raise
-
-    callbacks.append(functools.partial(trial_line, failures=failures))
-    if n_trials > 0:
+    limits = ([f"{n_trials} trials"] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
+    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs up to {' or '.join(limits)}")
+    print(f"runs: {folder}/trial_<n>/seed_<seed>/ (tensorboard --logdir {folder}); optuna-dashboard {args.storage}")
+    if n_trials is None or n_trials > 0:
+        command = [str(Path(args.script).resolve()), *fixed, *runner_flags(flags, fixed, args.objective)]
+        objective = functools.partial(run_trial, args=args, params=params, command=command, folder=folder)
         study.optimize(objective, n_trials=n_trials, timeout=args.timeout, callbacks=callbacks, catch=(TrialFailed,))
     print_summary(study, args, fixed, params)
     return study

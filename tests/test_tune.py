@@ -195,6 +195,14 @@ def test_a_study_continues_only_with_its_own_settings(tmp_path, capsys):
     assert "was started with another fixed flags" in line and "--study-name" in line
 
 
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys):
+    study = tune.main(tune_argv(tmp_path, "--n-trials", "2", "--objective", "eval/no_such_tag"))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    out = capsys.readouterr().out
+    assert out.count(" failed: no eval/no_such_tag in ") == 2
+    assert "no complete trial yet: no best flags" in out
+
+
 def test_flags_the_script_refuses_stop_the_study(tmp_path):
     """The ranges are the tuner's to check, the values the script's: its error line ends the study."""
     argv = tune_argv(tmp_path, "--n-trials", "3")
