@@ -6,13 +6,15 @@ of `eval/episodic_return` from the run's TensorBoard events. While the runs go, 
 `charts/episodic_return` goes to Optuna every --report-every steps, and the pruner stops a trial that is clearly
 behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SIGKILL only if they hang.
 
-    # the slippery lake, from the course's side of the space: 2 workers (two processes) on one study
-    python tune.py dqn_frozenlake_tabular.py --param learning-rate=0.01:1:log gamma=0.8:0.9999 \\
-        decay-rate=1e-4:1e-2:log --timeout 180 -- --is-slippery --total-episodes 10000 --eval-episodes 1000 &
-    python tune.py dqn_frozenlake_tabular.py ...the same flags...; wait
-    python tune.py dqn_atari.py --param learning-rate=1e-5:1e-3:log target-network-frequency=500,1000,4000 \\
-        --storage postgresql://user:password@host/db --n-trials 10 -- --total-timesteps 2000000
-    optuna-dashboard sqlite:///runs/tune/optuna.db      # the study in a browser (pip install optuna-dashboard)
+    python tune.py dqn_frozenlake_tabular.py --param learning-rate=0.01:1:log gamma=0.8:0.9999 --n-trials 10 \
+        -- --is-slippery                     # flags after -- go to every run
+    tensorboard --logdir runs/tune           # every run of every trial
+    optuna-dashboard sqlite:///runs/tune/optuna.db   # the studies in a browser (pip install optuna-dashboard)
+
+    # several workers: the same command in several terminals, or on several machines with one database
+    python tune.py dqn_atari.py --param learning-rate=2.5e-5:1e-3:log target-network-frequency=1000,4000,10000 \
+        --report-every 50000 --warmup-steps 500000 --storage postgresql://USER:PASSWORD@HOST/optuna \
+        --study-name pong-2m --max-trials 24 -- --env-id PongNoFrameskip-v4 --total-timesteps 2000000
 
 Search space: `--param FLAG=LOW:HIGH` (uniform), `FLAG=LOW:HIGH:log` (log-uniform), `FLAG=A,B,C` (a choice), or
 the same lines in a file given to --space. Int flags get int values, bool flags take `true,false`. Flags are
@@ -23,7 +25,8 @@ Storage: `--storage sqlite:///FILE.db` (the default, runs/tune/optuna.db), a jou
 by running tune.py with the same --storage and --study-name, on one machine or many: Optuna's own distributed
 mode. A study continues when started again; with a database URL or SQLite a killed worker's trial is noticed by
 its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING for good.
-The same command with `--n-trials 0` prints the study's table, best command and importances.
+The same command with `--n-trials 0` prints the study's table, best command and importances. Ctrl-C (or a
+SIGTERM) stops the worker and its runs, and its trial is marked failed.
 """
 
 import ast
@@ -493,7 +496,8 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
 
     folder = Path(args.workdir) / study_name
     limits = ([f"{n_trials} trials"] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
-    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs up to {' or '.join(limits)}")
+    share = "no trial" if n_trials == 0 else "up to " + " or ".join(limits)
+    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs {share}")
     print(f"runs: {folder}/trial_<n>/seed_<seed>/ (tensorboard --logdir {folder}); optuna-dashboard {args.storage}")
     if n_trials is None or n_trials > 0:
         command = [str(Path(args.script).resolve()), *fixed, *runner_flags(flags, fixed, args.objective)]
