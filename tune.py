@@ -482,6 +482,14 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
     settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
                 "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
     study = open_study(args, study_name, settings)
+    folder = Path(args.workdir) / study_name
+    # trial folders are named by number: one whose trial the study does not have is another study's (a storage
+    # deleted, or another one), and its runs would be read as this study's
+    found = {p.name for p in folder.glob("trial_*")}  # before the trials: a trial exists before its folder
+    stale = found - {f"trial_{t.number}" for t in study.get_trials(deepcopy=False)}
+    if stale:
+        raise UsageError(f"{folder / min(stale)} holds runs of another study named {study_name}: "
+                         "move that folder away, or choose another --workdir or --study-name")  # fmt: skip
 
     # this worker's share: --n-trials, up to the study's --max-trials, until --timeout
     n_trials = args.n_trials
@@ -494,7 +502,6 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
         n_trials = left if n_trials is None else min(n_trials, left)
         callbacks.append(optuna.study.MaxTrialsCallback(args.max_trials, states=finished))
 
-    folder = Path(args.workdir) / study_name
     limits = ([f"{n_trials} trials"] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
     share = "no trial" if n_trials == 0 else "up to " + " or ".join(limits)
     print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs {share}")
@@ -521,7 +528,7 @@ def main(argv: Optional[list[str]] = None) -> optuna.Study:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("\ninterrupted: the running trial is stopped and marked failed; the same command continues the study", file=sys.stderr)
+        print("\ninterrupted: the runs are stopped, a trial in progress is marked failed; the same command continues the study", file=sys.stderr)
         sys.exit(130)
 
 

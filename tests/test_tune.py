@@ -187,12 +187,18 @@ def test_a_script_that_is_not_one_is_refused(capsys, script):
     assert line.startswith(f"error: no script {str(ROOT / script)!r}") or "has no `class Args`" in line
 
 
-def test_a_study_continues_only_with_its_own_settings(tmp_path, capsys):
+def test_a_study_continues_only_with_its_own_settings_and_runs(tmp_path, capsys):
     tune.main(tune_argv(tmp_path, "--n-trials", "0"))
     with pytest.raises(SystemExit, match="2"):
         tune.main(tune_argv(tmp_path, "--n-trials", "0", fixed=["--total-episodes", "500"]))
     (line,) = capsys.readouterr().err.splitlines()
     assert "was started with another fixed flags" in line and "--study-name" in line
+
+    (tmp_path / "runs" / STUDY / "trial_0").mkdir(parents=True)  # left by a study whose storage is gone
+    with pytest.raises(SystemExit, match="2"):
+        tune.main(tune_argv(tmp_path, "--n-trials", "0"))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{tmp_path / 'runs' / STUDY / 'trial_0'} holds runs of another study named {STUDY}" in line
 
 
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys):
