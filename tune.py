@@ -181,8 +181,8 @@ def parse_param(text: str, flags: dict[str, str], script: str) -> Param:
         low, high = number(parts[0]), number(parts[1])
     except ValueError:
         raise UsageError(f"--param {text!r}: --{flag} takes {kind} values, {parts[0]!r} or {parts[1]!r} is not one") from None
-    if not low < high:
-        raise UsageError(f"--param {text!r}: the range is empty or inverted, write LOW:HIGH with LOW < HIGH")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UsageError(f"--param {text!r}: the range is empty or inverted, write LOW:HIGH with LOW < HIGH, both finite")
     if len(parts) == 3 and low <= 0:
         raise UsageError(f"--param {text!r}: a log range needs a positive LOW (got {parts[0]}); drop :log to search linearly")
     return Param(flag, kind, low, high, log=len(parts) == 3)

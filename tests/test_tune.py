@@ -155,6 +155,7 @@ def test_a_killed_study_continues_from_its_storage(tmp_path, kill):
         (["--param", "lr=0.01:1"], [], "has no flag --lr"),
         (["--param", "learning-rate=0.5:0.5"], [], "the range is empty or inverted"),
         (["--param", "learning-rate=1:0.01:log"], [], "the range is empty or inverted"),
+        (["--param", "learning-rate=0.1:inf"], [], "the range is empty or inverted"),
         (["--param", "learning-rate=0:1:log"], [], "a log range needs a positive LOW"),
         (["--param", "learning-rate=0.1-0.9"], [], "write FLAG=LOW:HIGH"),
         (["--param", "total-episodes=10.5:20"], [], "--total-episodes takes int values"),
