@@ -1,0 +1,223 @@
+"""Tests for tune.py: tiny studies of the tabular script, with workers as real processes, pruning, killed
+workers, and bad input."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import tune
+from helpers import processes_left_in_group
+
+ROOT = Path(tune.__file__).parent
+SCRIPT = ROOT / "dqn_frozenlake_tabular.py"
+SPACE = ["--param", "learning-rate=0.05:1:log", "gamma=0.8:0.99"]
+QUICK = ["--total-episodes", "300", "--eval-episodes", "20"]  # a run takes about a second, mostly Python's start
+STUDY = "dqn_frozenlake_tabular"  # the default study name: the script's
+
+
+def tune_argv(tmp_path: Path, *flags: str, storage: str = "study.db", fixed=QUICK) -> list[str]:
+    url = f"sqlite:///{tmp_path / storage}" if storage.endswith(".db") else str(tmp_path / storage)
+    return [str(SCRIPT), *SPACE, "--storage", url, "--workdir", str(tmp_path / "runs"), *flags, "--", *fixed]
+
+
+def start_worker(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, tune.__file__, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def load_study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_progress_points_align_the_steps_of_every_run():
+    # two seeds: (steps, returns) of their episodes so far; the first one has ended, the second goes on
+    curves = [([5, 15, 25], [0.0, 1.0, 1.0]), ([8, 12, 31], [0.0, 0.0, 1.0])]
+    points = tune.progress_points(curves, finished=[True, False], every=10, window=2, after=0)
+    # step 10: means of (0) and (0); 20: (0, 1) and (0, 0); 30: (1, 1) and (0, 0); 40 not passed by the second
+    assert points == [(10, 0.0), (20, 0.25), (30, 0.5)]
+    assert tune.progress_points(curves, [True, False], 10, 2, after=20) == [(30, 0.5)]
+    assert tune.progress_points(curves, [True, True], 10, 2, after=30) == []  # no run went past 31
+    assert tune.progress_points([([], []), *curves[1:]], [False, False], 10, 2, after=0) == []
+
+
+def test_two_workers_share_one_study(tmp_path, capsys):
+    """Two tune.py processes on one journal file: six trials, each run once, and the best one reported."""
+    argv = tune_argv(tmp_path, "--n-trials", "3", storage="study.log")
+    workers = [start_worker(argv) for _ in range(2)]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err
+        assert "Traceback" not in err
+    numbers = [int(line.split()[1]) for out, _ in outputs for line in out.splitlines() if line.startswith("trial ")]
+    assert sorted(numbers) == list(range(6)), "each worker prints its own three trials"
+
+    study = tune.main(tune_argv(tmp_path, "--n-trials", "0", storage="study.log"))
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    trial_folders = sorted((tmp_path / "runs" / STUDY).iterdir())
+    assert [p.name for p in trial_folders] == [f"trial_{n}" for n in range(6)]
+    for folder in trial_folders:  # one run per trial: no trial ran twice
+        assert len(list(folder.glob("seed_1/runs/*/events.out.tfevents.*"))) == 1
+    best = study.best_trial
+    assert best.value == max(t.value for t in study.trials)
+    summary = capsys.readouterr().out
+    assert f"best: trial {best.number}, score {best.value:.4g}" in summary
+    assert f"{SCRIPT} {' '.join(QUICK)} {best.user_attrs['flags']}" in summary
+    assert "importance of each flag: " in summary
+    assert summary.count("| complete |") == 6
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_a_pruned_trial_stops_its_runs(tmp_path, monkeypatch):
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(tune.subprocess, "Popen", lambda *a, **kw: started.append(popen(*a, **kw)) or started[-1])
+    args = tune.Args(script=str(SCRIPT), seeds=(1, 2), report_every=1000, stop_timeout=20)
+    params = [tune.parse_param("learning-rate=0.1:0.9", tune.script_flags(args.script), args.script)]
+    # a million episodes would take minutes: the first report, at step 1,000, prunes the trial
+    command = [str(SCRIPT), "--total-episodes", "1000000"]
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    start = time.time()
+    study.optimize(lambda trial: tune.run_trial(trial, args, params, command, tmp_path), n_trials=1)
+
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["pruned_at"] == 1000
+    assert len(started) == 2
+    for process in started:
+        assert process.returncode == -signal.SIGTERM, "the run was stopped, it did not end by itself"
+        assert processes_left_in_group(process.pid) == []
+    assert time.time() - start < 60
+
+
+def started_run(worker: subprocess.Popen, timeout: float = 60) -> int:
+    """The pid of a run started by the tune.py process `worker`, once it has become the script."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and worker.poll() is None:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            if parent == worker.pid and argv[1:2] == [str(SCRIPT).encode()]:
+                return int(stat.parent.name)
+        time.sleep(0.05)
+    pytest.fail(f"tune.py started no run: {worker.communicate()}")
+
+
+@pytest.mark.parametrize("kill", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_a_killed_study_continues_from_its_storage(tmp_path, kill):
+    argv = tune_argv(tmp_path, "--max-trials", "2", "--heartbeat", "1")
+    worker = start_worker(argv)
+    run = started_run(worker)
+    worker.send_signal(kill)
+    out, err = worker.communicate(timeout=60)
+    assert processes_left_in_group(run) == [], "the trial's run outlived its worker"
+    log = (tmp_path / "runs" / STUDY / "trial_0" / "seed_1" / "output.log").read_text()
+    assert "eval over" not in log, "the run was not stopped: it went on to its evaluation"
+    if kill == signal.SIGINT:
+        assert worker.returncode == 130
+        assert "Traceback" not in err and err.strip().startswith("interrupted: ")
+        assert load_study(tmp_path).trials[0].state == TrialState.FAIL
+    else:  # no goodbye: the trial stays RUNNING until its missing heartbeat is noticed
+        assert load_study(tmp_path).trials[0].state == TrialState.RUNNING
+        time.sleep(2.5)  # the grace period: twice --heartbeat
+
+    again = start_worker(argv)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    trials = load_study(tmp_path).trials
+    assert trials[0].state == TrialState.FAIL
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
+    if kill == signal.SIGKILL:  # the lost trial is run again, with its flags
+        assert trials[1].system_attrs["failed_trial"] == 0
+        assert trials[1].params == trials[0].params
+    assert "best: trial " in out
+
+
+@pytest.mark.parametrize(
+    "flags, fixed, message",
+    [
+        (["--param", "learning-rate=0.01:1:log"], ["--learnin-rate", "0.1"], "has no flag --learnin-rate: did you mean --learning-rate?"),
+        (["--param", "lr=0.01:1"], [], "has no flag --lr"),
+        (["--param", "learning-rate=0.5:0.5"], [], "the range is empty or inverted"),
+        (["--param", "learning-rate=1:0.01:log"], [], "the range is empty or inverted"),
+        (["--param", "learning-rate=0.1:inf"], [], "the range is empty or inverted"),
+        (["--param", "learning-rate=0:1:log"], [], "a log range needs a positive LOW"),
+        (["--param", "learning-rate=0.1-0.9"], [], "write FLAG=LOW:HIGH"),
+        (["--param", "total-episodes=10.5:20"], [], "--total-episodes takes int values"),
+        (["--param", "is-slippery=yes,no"], [], "--is-slippery takes bool values (true,false)"),
+        (["--param", "seed=1:9"], [], "give the seeds of every trial with --seeds"),
+        (["--param", "gamma=0.9:0.99"], ["--gamma", "0.95"], "--gamma is both searched (--param) and fixed"),
+        (["--param", "gamma=0.9:0.99", "--storage", "sqlite:////no/such/folder/study.db"], [], "does not open"),
+        (["--param", "gamma=0.9:0.99", "--storage", "nosuchdb://host/db"], [], "does not open"),
+        (["--param", "gamma=0.9:0.99", "--storage", "/no/such/folder/study.log"], [], "does not open"),
+        (["--param", "gamma=0.9:0.99", "--storage", "study.txt"], [], "give sqlite:///FILE.db, a journal file"),
+        ([], [], "nothing to search"),
+        (["--param", "gamma=0.9:0.99", "--space", "no-such-file.txt"], [], "--space no-such-file.txt: cannot read it"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, fixed, message):
+    argv = [str(SCRIPT), *flags, "--workdir", str(tmp_path)]
+    argv += [] if "--storage" in flags else ["--storage", f"sqlite:///{tmp_path / 'study.db'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main([*argv, "--", *fixed])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
+
+
+@pytest.mark.parametrize("script", ["no_such_script.py", "README.md", "tests/helpers.py"])
+def test_a_script_that_is_not_one_is_refused(capsys, script):
+    with pytest.raises(SystemExit, match="2"):
+        tune.main([str(ROOT / script), "--param", "gamma=0.9:0.99"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: no script {str(ROOT / script)!r}") or "has no `class Args`" in line
+
+
+def test_a_study_continues_only_with_its_own_settings_and_runs(tmp_path, capsys):
+    tune.main(tune_argv(tmp_path, "--n-trials", "0"))
+    with pytest.raises(SystemExit, match="2"):
+        tune.main(tune_argv(tmp_path, "--n-trials", "0", fixed=["--total-episodes", "500"]))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "was started with another fixed flags" in line and "--study-name" in line
+
+    (tmp_path / "runs" / STUDY / "trial_0").mkdir(parents=True)  # left by a study whose storage is gone
+    with pytest.raises(SystemExit, match="2"):
+        tune.main(tune_argv(tmp_path, "--n-trials", "0"))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{tmp_path / 'runs' / STUDY / 'trial_0'} holds runs of another study named {STUDY}" in line
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys):
+    study = tune.main(tune_argv(tmp_path, "--n-trials", "2", "--objective", "eval/no_such_tag"))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    out = capsys.readouterr().out
+    assert out.count(" failed: no eval/no_such_tag in ") == 2
+    assert "no complete trial yet: no best flags" in out
+
+
+def test_flags_the_script_refuses_stop_the_study(tmp_path):
+    """The ranges are the tuner's to check, the values the script's: its error line ends the study."""
+    argv = tune_argv(tmp_path, "--n-trials", "3")
+    argv[argv.index("learning-rate=0.05:1:log")] = "learning-rate=1.5:3"  # the tabular script needs <= 1
+    result = subprocess.run([sys.executable, tune.__file__, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: dqn_frozenlake_tabular.py refused the flags --learning-rate ")
+    assert "need 0 < --learning-rate <= 1" in line
+    assert len(load_study(tmp_path).trials) == 1

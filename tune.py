@@ -1,0 +1,538 @@
+"""Hyperparameter tuning with Optuna for the scripts of this project (or any CleanRL-style script).
+
+Each trial runs the script as a learner would, `python <script> <fixed flags> <trial flags> --seed S`, once per
+seed, each in a folder of its own (runs/tune/<study>/trial_<n>/seed_<S>/). Its score is the mean over the seeds
+of `eval/episodic_return` from the run's TensorBoard events. While the runs go, the running mean of
+`charts/episodic_return` goes to Optuna every --report-every steps, and the pruner stops a trial that is clearly
+behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SIGKILL only if they hang.
+
+    python tune.py dqn_frozenlake_tabular.py --param learning-rate=0.01:1:log gamma=0.8:0.9999 --n-trials 10 \
+        -- --is-slippery                     # flags after -- go to every run
+    tensorboard --logdir runs/tune           # every run of every trial
+    optuna-dashboard sqlite:///runs/tune/optuna.db   # the studies in a browser (pip install optuna-dashboard)
+
+    # several workers: the same command in several terminals, or on several machines with one database
+    python tune.py dqn_atari.py --param learning-rate=2.5e-5:1e-3:log target-network-frequency=1000,4000,10000 \
+        --report-every 50000 --warmup-steps 500000 --storage postgresql://USER:PASSWORD@HOST/optuna \
+        --study-name pong-2m --max-trials 24 -- --env-id PongNoFrameskip-v4 --total-timesteps 2000000
+
+Search space: `--param FLAG=LOW:HIGH` (uniform), `FLAG=LOW:HIGH:log` (log-uniform), `FLAG=A,B,C` (a choice), or
+the same lines in a file given to --space. Int flags get int values, bool flags take `true,false`. Flags are
+checked against the script's `Args` dataclass, without running it. Flags after `--` are passed to every run.
+
+Storage: `--storage sqlite:///FILE.db` (the default, runs/tune/optuna.db), a journal file `PATH.log` or
+`PATH.journal`, or any database URL that SQLAlchemy opens (postgresql://, mysql://). Several workers share a study
+by running tune.py with the same --storage and --study-name, on one machine or many: Optuna's own distributed
+mode. A study continues when started again; with a database URL or SQLite a killed worker's trial is noticed by
+its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING for good.
+The same command with `--n-trials 0` prints the study's table, best command and importances. Ctrl-C (or a
+SIGTERM) stops the worker and its runs, and its trial is marked failed.
+"""
+
+import ast
+import bisect
+import contextlib
+import dataclasses
+import difflib
+import functools
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import numpy as np
+import optuna
+import tyro
+from optuna.trial import TrialState
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@dataclass
+class Args:
+    script: tyro.conf.Positional[str]
+    """the script to tune: dqn_frozenlake_tabular.py, dqn_atari.py, ddqn_atari.py (any script with an Args dataclass)"""
+    param: tuple[str, ...] = ()
+    """the searched flags: FLAG=LOW:HIGH, FLAG=LOW:HIGH:log or FLAG=A,B,C"""
+    space: Optional[str] = None
+    """a file with more searched flags, one FLAG=... per line (# starts a comment)"""
+    seeds: tuple[int, ...] = (1,)
+    """the seeds of each trial, run at the same time; the score is the mean over them"""
+    objective: str = "eval/episodic_return"
+    """the TensorBoard tag whose mean is the score of a run"""
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """whether a higher or a lower score is better"""
+    progress_tag: str = "charts/episodic_return"
+    """the TensorBoard tag whose running mean goes to the pruner while a run goes (same direction as the score)"""
+    n_trials: Optional[int] = None
+    """the trials this worker runs (default: 20, or no limit with --timeout or --max-trials; 0: only print the
+    study's results)"""
+    max_trials: Optional[int] = None
+    """stop when the study, all workers together, has this many finished (complete or pruned) trials"""
+    timeout: Optional[float] = None
+    """seconds after which this worker starts no new trial"""
+    pruner: Literal["median", "halving", "none"] = "median"
+    """stop trials whose running return is below the median of the finished trials at the same step, or
+    successive halving, or never"""
+    startup_trials: int = 5
+    """the median pruner prunes nothing until this many trials are complete"""
+    warmup_steps: int = 0
+    """steps before a trial can be pruned (halving: the first rung; 0: a hundredth of the first complete trial)"""
+    report_every: int = 10_000
+    """environment steps between the values a trial reports to the pruner"""
+    report_window: int = 100
+    """the running mean of the progress tag is over this many last episodes"""
+    storage: str = "sqlite:///runs/tune/optuna.db"
+    """sqlite:///FILE.db, a journal file PATH.log or PATH.journal, or a database URL (postgresql://, mysql://)"""
+    study_name: Optional[str] = None
+    """the study's name in the storage (default: the script's name)"""
+    workdir: str = "runs/tune"
+    """the runs go to WORKDIR/<study name>/trial_<number>/seed_<seed>/ (tensorboard --logdir WORKDIR)"""
+    heartbeat: int = 10
+    """seconds between a worker's heartbeats in a SQLite or database storage: a trial silent for twice as long
+    is marked failed and run again"""
+    stop_timeout: float = 60.0
+    """seconds a stopped run may take to save and exit before it is killed"""
+    sampler_seed: Optional[int] = None
+    """seed of Optuna's TPE sampler"""
+
+
+class UsageError(Exception):
+    """Bad input: main prints it as one line and exits with code 2, without a traceback."""
+
+
+class TrialFailed(Exception):
+    """A run crashed or logged no score: the trial is marked failed and the study goes on."""
+
+
+# SEARCH SPACE: the script's flags, read from its source, and the FLAG=SPEC syntax
+def script_flags(script: str) -> dict[str, str]:
+    """{flag: kind} for the fields of the script's `Args` dataclass; kind is int, float, bool or str."""
+    path = Path(script)
+    if path.suffix != ".py" or not path.is_file():
+        raise UsageError(f"no script {script!r}: name a Python file, e.g. dqn_frozenlake_tabular.py or dqn_atari.py")
+    # read, not imported: importing would load torch and the games, and run whatever the module does
+    try:
+        tree = ast.parse(path.read_text(), filename=script)
+    except (SyntaxError, ValueError) as e:  # ValueError: not text
+        raise UsageError(f"{script} is not a Python script ({type(e).__name__}): tune a CleanRL-style script") from None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Args":
+            fields = [item for item in node.body if isinstance(item, ast.AnnAssign)]
+            # Optional[int] and `int | None` are ints; anything that is not a number or a bool is taken as text
+            kinds = {f: re.search(r"\b(int|float|bool)\b", ast.unparse(f.annotation)) for f in fields}
+            return {f.target.id.replace("_", "-"): kind[1] if kind else "str" for f, kind in kinds.items()}
+    raise UsageError(f"{script} has no `class Args` dataclass to read its flags from: tune a CleanRL-style script")
+
+
+@dataclass
+class Param:
+    flag: str
+    kind: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Optional[tuple] = None
+
+    def suggest(self, trial: optuna.Trial) -> Union[int, float, bool, str]:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.flag, self.choices)
+        if self.kind == "int":
+            return trial.suggest_int(self.flag, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.flag, self.low, self.high, log=self.log)
+
+    def as_flags(self, value) -> list[str]:
+        if self.kind == "bool":
+            return [f"--{self.flag}" if value else f"--no-{self.flag}"]
+        return [f"--{self.flag}", f"{value:.6g}" if isinstance(value, float) else str(value)]
+
+
+def parse_param(text: str, flags: dict[str, str], script: str) -> Param:
+    """FLAG=LOW:HIGH, FLAG=LOW:HIGH:log or FLAG=A,B,C, checked against the script's flags."""
+    syntax = "write FLAG=LOW:HIGH, FLAG=LOW:HIGH:log or FLAG=A,B,C"
+    match = re.fullmatch(r"(?:--)?([A-Za-z][\w-]*)=(.+)", text.strip())
+    if not match:
+        raise UsageError(f"--param {text!r}: {syntax}")
+    flag, spec = match[1].replace("_", "-"), match[2]
+    check_flag(flag, flags, script)
+    kind = flags[flag]
+    number = int if kind == "int" else float
+    if "," in spec or kind in ("bool", "str"):
+        words = [word.strip() for word in spec.split(",")]
+        try:
+            if kind == "bool":
+                choices = tuple({"true": True, "false": False}[word.lower()] for word in words)
+            else:
+                choices = tuple(words) if kind == "str" else tuple(number(word) for word in words)
+        except (KeyError, ValueError):
+            raise UsageError(f"--param {text!r}: --{flag} takes {kind} values ({'true,false' if kind == 'bool' else syntax})") from None
+        return Param(flag, kind, choices=choices)
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[2:] not in ([], ["log"]):
+        raise UsageError(f"--param {text!r}: {syntax}")
+    try:
+        low, high = number(parts[0]), number(parts[1])
+    except ValueError:
+        raise UsageError(f"--param {text!r}: --{flag} takes {kind} values, {parts[0]!r} or {parts[1]!r} is not one") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UsageError(f"--param {text!r}: the range is empty or inverted, write LOW:HIGH with LOW < HIGH, both finite")
+    if len(parts) == 3 and low <= 0:
+        raise UsageError(f"--param {text!r}: a log range needs a positive LOW (got {parts[0]}); drop :log to search linearly")
+    return Param(flag, kind, low, high, log=len(parts) == 3)
+
+
+def check_flag(flag: str, flags: dict[str, str], script: str) -> None:
+    if flag == "seed":
+        raise UsageError("--seed is tune.py's: give the seeds of every trial with --seeds")
+    if flag not in flags:
+        close = difflib.get_close_matches(flag, flags, n=1)
+        hint = f"did you mean --{close[0]}?" if close else f"see python {script} --help"
+        raise UsageError(f"{script} has no flag --{flag}: {hint}")
+
+
+def read_space(args: Args, flags: dict[str, str]) -> list[Param]:
+    lines = list(args.param)
+    if args.space:
+        try:
+            text = Path(args.space).read_text()
+        except OSError as e:
+            raise UsageError(f"--space {args.space}: cannot read it ({e.strerror})") from None
+        lines += [line.split("#")[0] for line in text.splitlines() if line.split("#")[0].strip()]
+    params = [parse_param(line, flags, args.script) for line in lines]
+    if not params:
+        raise UsageError("nothing to search: give at least one --param FLAG=LOW:HIGH (or a --space file)")
+    searched = [p.flag for p in params]
+    if len(set(searched)) < len(searched):
+        raise UsageError(f"a flag is searched twice in {' '.join('--' + f for f in searched)}: keep one range per flag")
+    return params
+
+
+def check_fixed_flags(fixed: list[str], flags: dict[str, str], params: list[Param], script: str) -> None:
+    """The flags after `--` must be the script's, and none of them searched too."""
+    for token in fixed:
+        if not token.startswith("--"):
+            continue  # a value
+        flag = token[2:].split("=")[0]
+        if flag.startswith("no-") and flags.get(flag[3:]) == "bool":
+            flag = flag[3:]
+        check_flag(flag, flags, script)
+        if flag in [p.flag for p in params]:
+            raise UsageError(f"--{flag} is both searched (--param) and fixed (after --): drop one of them")
+
+
+def runner_flags(flags: dict[str, str], fixed: list[str], objective: str) -> list[str]:
+    """Flags a tuning run needs that a learner's run does not, unless the fixed flags set them."""
+    given = {token[2:].split("=")[0].removeprefix("no-") for token in fixed if token.startswith("--")}
+    extra = []
+    if objective.startswith("eval/") and "save-model" in flags and "save-model" not in given:
+        extra.append("--save-model")  # the Atari scripts evaluate only a saved model
+    if "checkpoint-frequency" in flags and "checkpoint-frequency" not in given:
+        extra += ["--checkpoint-frequency", "0"]  # a trial is never resumed, and a checkpoint holds the replay buffer
+    return extra
+
+
+# STORAGE, SAMPLER AND PRUNER: Optuna's own, so that any number of workers can share one study
+def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
+    if url == Args.storage:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if "://" not in url and url.endswith((".log", ".journal")):
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        if "://" not in url:
+            raise UsageError(f"--storage {url}: give sqlite:///FILE.db, a journal file FILE.log, or a database URL")
+        # a trial whose worker stops beating (killed, machine lost) is failed by the next worker, and run again
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+    except UsageError:
+        raise
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--storage {url} does not open ({reason}): check the path, the server or its driver") from None
+
+
+def make_pruner(args: Args) -> optuna.pruners.BasePruner:
+    if args.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=args.warmup_steps)
+    if args.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=args.warmup_steps or "auto")
+    return optuna.pruners.NopPruner()
+
+
+# A TRIAL: one run of the script per seed, watched through its TensorBoard events
+# On Linux a run gets a SIGTERM when its worker dies, even by SIGKILL, so that no run outlives a killed tune.py;
+# the child sets this up itself before it becomes the script (Popen's preexec_fn is unsafe with threads)
+LAUNCH = [
+    "-c",
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1: PR_SET_PDEATHSIG
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])",
+]
+
+
+class Run:
+    """One seed of a trial: the script's process, in its own folder and its own process group."""
+
+    def __init__(self, command: list[str], folder: Path):
+        folder.mkdir(parents=True)
+        self.folder, self.log = folder, folder / "output.log"
+        self.events = None
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"}  # one thread per run unless set
+        launch = LAUNCH if sys.platform == "linux" else []
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *launch, *command], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )  # fmt: skip
+
+    def scalars(self, tag: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of a tag logged so far; reads only what is new since the last call."""
+        if self.events is None:
+            found = sorted(self.folder.glob("runs/*/events.out.tfevents.*"))
+            if not found:
+                return [], []
+            self.events = EventAccumulator(str(found[0].parent), size_guidance={"scalars": 0})
+        self.events.Reload()
+        if tag not in self.events.Tags()["scalars"]:
+            return [], []
+        events = self.events.Scalars(tag)
+        return [e.step for e in events], [e.value for e in events]
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM to the run's process group (an Atari run saves its model and exits), SIGKILL after timeout."""
+        with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # it hangs, or a second Ctrl-C: kill it now
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def error_line(self) -> str:
+        lines = self.log.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith("error: ")]
+        return errors[-1].removeprefix("error: ") if errors else f"exit code {self.process.returncode}"
+
+
+def progress_points(curves, finished, every, window, after) -> list[tuple[int, float]]:
+    """The values to report at steps every, 2*every, ... after `after`: at each, the mean over the runs of the
+    running mean of their last `window` episodes. A step is reported once all runs have passed it (or ended), so
+    that every trial reports at the same steps and the pruner compares like with like."""
+    last_steps = [steps[-1] if steps else 0 for steps, _ in curves]
+    reached = min(last if not done else math.inf for last, done in zip(last_steps, finished))
+    points = []
+    for step in range((after // every + 1) * every, int(min(reached, max(last_steps))) + 1, every):
+        ends = [bisect.bisect_right(steps, step) for steps, _ in curves]
+        if min(ends) == 0:
+            continue  # a run has not finished an episode yet
+        running_means = [np.mean(values[max(0, end - window) : end]) for (_, values), end in zip(curves, ends)]
+        points.append((step, float(np.mean(running_means))))
+    return points
+
+
+def run_trial(trial: optuna.Trial, args: Args, params: list[Param], command: list[str], folder: Path) -> float:
+    """Optuna's objective: runs the script with the trial's flags for each seed, reports, returns the score."""
+    flags = [flag for p in params for flag in p.as_flags(p.suggest(trial))]
+    trial.set_user_attr("flags", shlex.join(flags))
+    trial_folder = folder / f"trial_{trial.number}"
+    runs = []
+    try:
+        for seed in args.seeds:
+            runs.append(Run([*command, *flags, "--seed", str(seed)], trial_folder / f"seed_{seed}"))
+        reported = 0
+        while True:
+            finished = [run.process.poll() is not None for run in runs]  # before the read: it gets the last events
+            curves = [run.scalars(args.progress_tag) for run in runs]
+            for step, value in progress_points(curves, finished, args.report_every, args.report_window, reported):
+                trial.report(value, step)
+                reported = step
+                if not all(finished) and trial.should_prune():
+                    trial.set_user_attr("pruned_at", step)
+                    raise optuna.TrialPruned(f"at step {step:,}: running mean {value:.4g}")
+            if all(finished):
+                break
+            time.sleep(0.5)
+    finally:  # pruned, failed, or tune.py interrupted: nothing is left running
+        for run in runs:
+            run.stop(args.stop_timeout)
+
+    scores = []
+    for run in runs:
+        if run.process.returncode == 2:  # the script's own UsageError: these flags can never run
+            raise UsageError(f"{Path(args.script).name} refused the flags {shlex.join(flags)}: {run.error_line()}")
+        _, values = run.scalars(args.objective)
+        if run.process.returncode != 0 or not values:
+            why = f"{run.error_line()}, see {run.log}" if run.process.returncode else f"no {args.objective} in {run.folder}"
+            trial.set_user_attr("failed", why)
+            raise TrialFailed(why)
+        scores.append(np.mean(values))
+    return float(np.mean(scores))
+
+
+# OUTPUT: a line per trial, then the study's table, its best command and the importance of each flag
+def fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def best_trial(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
+    return study.best_trial if study.get_trials(states=(TrialState.COMPLETE,)) else None
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """The callback after each trial of this worker (complete, pruned or failed)."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"score {fmt(trial.value)}"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"pruned at step {trial.user_attrs['pruned_at']:,}"
+    else:
+        outcome = f"failed: {trial.user_attrs['failed']}"
+    best = best_trial(study)
+    best_text = f"best {fmt(best.value)} (trial {best.number})" if best else "no complete trial yet"
+    print(f"trial {trial.number} {outcome} in {seconds:.1f} s, {best_text}: {trial.user_attrs.get('flags', '')}")
+
+
+def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: list[Param]) -> None:
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    # the best first, then the pruned, running and failed ones
+    order = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL]
+    sign = -1 if args.direction == "maximize" else 1
+    trials.sort(key=lambda t: (order.index(t.state), sign * t.value if t.state == TrialState.COMPLETE else 0, t.number))
+    print(f"\nstudy {study.study_name}: {len(trials)} trials, {len(finished)} complete ({args.direction} {args.objective})")
+    columns = ["trial", "state", "score", *[f"--{p.flag}" for p in params], "seconds"]
+    print("| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
+    for t in trials:
+        state = f"pruned at {t.user_attrs['pruned_at']:,}" if "pruned_at" in t.user_attrs else t.state.name.lower()
+        values = [fmt(t.params.get(p.flag, "")) for p in params]
+        seconds = f"{(t.datetime_complete - t.datetime_start).total_seconds():.1f}" if t.datetime_complete else ""
+        score = fmt(t.value) if t.state == TrialState.COMPLETE else ""  # a pruned one holds its last report
+        print(f"| {t.number} | {state} | {score} | " + " | ".join(values) + f" | {seconds} |")
+
+    best = best_trial(study)
+    if best is None:
+        print("no complete trial yet: no best flags")
+        return
+    command = shlex.join(["python", args.script, *fixed]) + " " + best.user_attrs["flags"]
+    print(f"best: trial {best.number}, score {fmt(best.value)} (mean over seeds {', '.join(map(str, args.seeds))}):\n  {command}")
+    if len(finished) < 2:
+        print("importance of each flag: needs at least 2 complete trials")
+        return
+    try:
+        with warnings.catch_warnings():  # e.g. "importances will be equal" when few trials differ
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study)
+        print("importance of each flag: " + ", ".join(f"--{flag} {value:.2f}" for flag, value in importances.items()))
+    except (RuntimeError, ValueError) as e:  # e.g. all complete trials have the same flags
+        print(f"importance of each flag: not computed ({e})")
+
+
+def check_args(args: Args) -> None:
+    problems = [
+        (args.n_trials is not None and args.n_trials < 0, "--n-trials cannot be negative (0: only print the results)"),
+        (args.max_trials is not None and args.max_trials < 1, "--max-trials must be at least 1"),
+        (not args.seeds, "--seeds needs at least one seed"),
+        (args.report_every < 1 or args.report_window < 1, "--report-every and --report-window must be at least 1"),
+        (args.startup_trials < 0 or args.warmup_steps < 0, "--startup-trials and --warmup-steps cannot be negative"),
+        (args.heartbeat < 1, "--heartbeat must be at least 1 second"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise UsageError(message)
+
+
+def open_study(args: Args, study_name: str, settings: dict) -> optuna.Study:
+    """Creates the study, or loads it if it exists (a second worker, or a study that goes on)."""
+    # constant_liar: while trials run, the sampler counts them as bad, so that workers spread out
+    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True)
+    study = optuna.create_study(
+        storage=open_storage(args.storage, args.heartbeat), study_name=study_name, direction=args.direction,
+        sampler=sampler, pruner=make_pruner(args), load_if_exists=True,
+    )  # fmt: skip
+    # a study goes on only with what it began with: mixed settings would make its trials incomparable
+    settings = {key: value if isinstance(value, str) else repr(value) for key, value in settings.items()}
+    saved = study.user_attrs.get("settings")
+    if saved is None:
+        study.set_user_attr("settings", settings)
+    elif saved != settings:
+        changed = ", ".join(key for key in settings if saved.get(key) != settings[key])
+        raise UsageError(
+            f"study {study_name!r} in {args.storage} was started with another {changed}: "
+            "run it with its own settings, or name a new study with --study-name"
+        )
+    return study
+
+
+def tune(args: Args, fixed: list[str]) -> optuna.Study:
+    """Checks everything, opens (or continues) the study, runs this worker's trials, prints the results."""
+    flags = script_flags(args.script)
+    params = read_space(args, flags)
+    check_fixed_flags(fixed, flags, params, args.script)
+    check_args(args)
+    study_name = args.study_name or Path(args.script).stem
+    settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
+                "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
+    study = open_study(args, study_name, settings)
+    folder = Path(args.workdir) / study_name
+    # trial folders are named by number: one whose trial the study does not have is another study's (a storage
+    # deleted, or another one), and its runs would be read as this study's
+    found = {p.name for p in folder.glob("trial_*")}  # before the trials: a trial exists before its folder
+    stale = found - {f"trial_{t.number}" for t in study.get_trials(deepcopy=False)}
+    if stale:
+        raise UsageError(f"{folder / min(stale)} holds runs of another study named {study_name}: "
+                         "move that folder away, or choose another --workdir or --study-name")  # fmt: skip
+
+    # this worker's share: --n-trials, up to the study's --max-trials, until --timeout
+    n_trials = args.n_trials
+    if n_trials is None and args.timeout is None and args.max_trials is None:
+        n_trials = 20
+    callbacks = [trial_line]
+    if args.max_trials is not None:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        left = max(0, args.max_trials - len(study.get_trials(states=finished)))
+        n_trials = left if n_trials is None else min(n_trials, left)
+        callbacks.append(optuna.study.MaxTrialsCallback(args.max_trials, states=finished))
+
+    limits = ([f"{n_trials} trials"] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
+    share = "no trial" if n_trials == 0 else "up to " + " or ".join(limits)
+    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs {share}")
+    print(f"runs: {folder}/trial_<n>/seed_<seed>/ (tensorboard --logdir {folder}); optuna-dashboard {args.storage}")
+    if n_trials is None or n_trials > 0:
+        command = [str(Path(args.script).resolve()), *fixed, *runner_flags(flags, fixed, args.objective)]
+        objective = functools.partial(run_trial, args=args, params=params, command=command, folder=folder)
+        study.optimize(objective, n_trials=n_trials, timeout=args.timeout, callbacks=callbacks, catch=(TrialFailed,))
+    print_summary(study, args, fixed, params)
+    return study
+
+
+def main(argv: Optional[list[str]] = None) -> optuna.Study:
+    argv = sys.argv[1:] if argv is None else argv
+    # tune.py's flags, then `--`, then the script's fixed flags
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = tyro.cli(Args, args=argv[:split])
+    sys.stdout.reconfigure(line_buffering=True)  # one line per trial, also into a log file
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines instead, without tracebacks
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+    try:
+        return tune(args, argv[split + 1 :])
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the runs are stopped, a trial in progress is marked failed; the same command continues the study", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    # a SIGTERM (kill, a job scheduler) stops the worker as Ctrl-C does: its runs stopped, its trial marked failed
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    main()
