@@ -5,18 +5,17 @@ Reinforcement Learning with Double Q-learning"), the third fix of Unit 3 of the 
 
 This is dqn_atari.py with one change, the TD target; `diff dqn_atari.py ddqn_atari.py` shows it.
 DQN's target takes the max over the target network's Q-values of the next state: the same noisy
-estimates both choose the best next action and value it, so an action whose value is overestimated
-by chance is the one chosen, and the overestimation of Q-values feeds on itself. Double DQN decouples
-the action selection from the target Q-value generation: the DQN network (q_network) selects the
-best next action, the target network values that action. Everything else (experience replay, the
-fixed Q-target, epsilon-greedy, the Atari preprocessing, every flag and default) is dqn_atari.py's.
+estimates both choose the best next action and value it, so an action whose value is overestimated by
+chance is the one chosen, and the overestimation of Q-values feeds on itself. Double DQN decouples the
+action selection from the target Q-value generation: the DQN network (q_network) selects the best next
+action, the target network values it. All else (experience replay, fixed Q-target, flags) is dqn_atari.py's.
 
-Follows CleanRL's dqn_atari.py (flags, defaults, TensorBoard tags), on gymnasium 1.x and ale-py with
-its bundled ROMs, with the Atari wrappers and a frame-once replay buffer written inline. Departures
-from the Nature paper, as in CleanRL: Adam (lr 1e-4) instead of RMSProp, MSE instead of the clipped
-(Huber) error, target copy every 1,000 steps instead of 10,000, learning starts at 80,000 steps.
+Follows CleanRL's dqn_atari.py (flags, defaults, TensorBoard tags) on gymnasium 1.x and ale-py, with the
+Atari wrappers and a frame-once replay buffer inline. As CleanRL, it departs from the Nature paper: Adam
+(lr 1e-4), not RMSProp; MSE, not the Huber error; a target copy every 1,000 steps, not 10,000.
 """
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, NamedTuple, Optional
@@ -110,10 +110,6 @@ class Args:
     """if toggled, compile the gradient step with torch.compile (on a GPU: replayed as CUDA graphs); about a minute of compiling first"""
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2, without a traceback."""
-
-
 # ENVIRONMENT: the Atari preprocessing of the Nature paper, one small wrapper per idea
 class NoopResetEnv(gym.Wrapper):
     """Start each game with 1 to `noop_max` no-ops, so games do not all begin in the same state."""
@@ -134,10 +130,9 @@ class NoopResetEnv(gym.Wrapper):
 
 
 class MaxAndSkipEnv(gym.Wrapper):
-    """Repeat the action for `skip` frames, sum the rewards, return the max of the last two frames.
-
-    Why the max: the Atari draws some sprites only on every other frame (flicker); the pixel-wise max
-    of two consecutive frames shows everything that is on screen."""
+    """Repeat the action for `skip` frames, sum the rewards, return the max of the last two frames. Why the
+    max: the Atari draws some sprites only on every other frame (flicker); the pixel-wise max of two
+    consecutive frames shows everything that is on screen."""
 
     def __init__(self, env, skip=4):
         super().__init__(env)
@@ -164,8 +159,7 @@ class EpisodicLifeEnv(gym.Wrapper):
 
     def __init__(self, env):
         super().__init__(env)
-        self.lives = 0
-        self.game_over = True
+        self.lives, self.game_over = 0, True
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -188,8 +182,7 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 
 class FireResetEnv(gym.Wrapper):
-    """Press FIRE after each reset: games like Breakout wait for it, and an agent that has not yet
-    learned to press it would stand still for the whole episode."""
+    """Press FIRE after each reset: games like Breakout wait for it, and an agent yet to learn it would stand still."""
 
     def __init__(self, env):
         super().__init__(env)
@@ -213,12 +206,7 @@ class ClipRewardEnv(gym.RewardWrapper):
 
 def make_env(env_id, seed, idx, capture_video, run_name, training=True):
     def thunk():
-        if multiprocessing.parent_process() is not None:
-            # Ctrl-C reaches every process of the terminal, and a job scheduler's SIGTERM every process
-            # of the job: the game processes ignore both, so that the main process can save the model
-            # and close them in order
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_stop_signals_in_game_processes()  # the main process stops them, after saving the model
         # the ALE renders the grayscale screen itself (cheaper than converting RGB frames in Python);
         # frameskip=1 because MaxAndSkipEnv does the skipping ("ALE/...-v5" would skip 4 by default)
         env = gym.make(env_id, obs_type="grayscale", frameskip=1, render_mode="rgb_array" if capture_video else None)
@@ -226,7 +214,6 @@ def make_env(env_id, seed, idx, capture_video, run_name, training=True):
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", disable_logger=True)
         # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
         env = gym.wrappers.RecordEpisodeStatistics(env)
-
         env = NoopResetEnv(env, noop_max=30)
         env = MaxAndSkipEnv(env, skip=4)
         if training:
@@ -238,13 +225,270 @@ def make_env(env_id, seed, idx, capture_video, run_name, training=True):
         env = gym.wrappers.ResizeObservation(env, (84, 84))
         # frame stacking: one frame cannot show motion (the temporal limitation), four can
         env = gym.wrappers.FrameStackObservation(env, 4)
-
         env.action_space.seed(seed)
         return env
 
     return thunk
 
 
+# ALGO LOGIC: the Deep Q-Network of the Nature paper
+class QNetwork(nn.Module):
+    def __init__(self, n_actions):
+        super().__init__()
+        self.network = nn.Sequential(  # the Nature paper's: 3 convolutions, then 2 fully connected layers
+            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),  # 4x84x84 -> 32x20x20
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),  # -> 64x9x9
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),  # -> 64x7x7
+            nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+            nn.Linear(512, n_actions),  # one Q-value per action
+        )  # fmt: skip
+
+    def forward(self, x):
+        # frames are stored as uint8 (4x less memory); the network sees floats in [0, 1].
+        # channels-last is only a memory layout: the same numbers, but faster convolutions on CPUs and GPUs
+        x = x.to(memory_format=torch.channels_last, dtype=torch.float32) / 255.0
+        return self.network(x)
+
+
+# EXPERIENCE REPLAY: a replay memory that stores each 84x84 frame once
+class ReplayBatch(NamedTuple):
+    observations: torch.Tensor  # (B, 4, 84, 84) uint8
+    actions: torch.Tensor  # (B, 1) int64
+    rewards: torch.Tensor  # (B,) float32
+    next_observations: torch.Tensor  # (B, 4, 84, 84) uint8
+    dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
+
+
+class ReplayBuffer:
+    """Stores each frame once and rebuilds the 4-frame stacks when it samples. A stack shares 3 frames with
+    the next one, so storing obs and next_obs as stacks keeps every frame 8 times (1M transitions: 56 GB);
+    here 1M frames take 7.1 GB (CleanRL's buffer: 28 GB). Each game writes its frames in order into its own
+    ring: slot i holds the newest frame of the observation the agent acted on and the action, reward and
+    termination that followed; slot i + 1 the next observation's newest frame (an episode's last frame
+    takes one extra slot). A stack reaching back past an episode's first frame repeats that frame, as
+    FrameStackObservation does. What sampling reads lives on the device: a gradient step never waits."""
+
+    CANDIDATES = 8  # draws per sample, of which the first complete transition is taken (see sample)
+
+    def __init__(self, buffer_size, num_envs, frame_shape, device, seed):
+        self.capacity = buffer_size // num_envs  # slots per game
+        self.num_envs, self.device = num_envs, device
+        shape = (num_envs, self.capacity)
+        self.frames = torch.empty((*shape, *frame_shape), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.rewards = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.dones = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.first = torch.zeros(shape, dtype=torch.bool, device=device)  # first frame of an episode
+        self.valid = torch.zeros(shape, dtype=torch.bool, device=device)  # slot starts a complete transition
+        self.newest = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each game's last transition
+        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next (on the host)
+        self.filled = 0  # highest slot count written by any game
+        self.rng = torch.Generator(device=device).manual_seed(seed)
+
+    @staticmethod
+    def bytes_per_slot(frame_shape):
+        return int(np.prod(frame_shape)) + 1 + 4 + 1 + 1 + 1  # frame, action, reward, done, first, valid
+
+    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
+        """Add one step of every game whose `store` is true; `first` marks an episode's first observation.
+        obs and next_obs are the observations already on the device; the rest are the host's arrays."""
+        env_ids = np.flatnonzero(store)
+        if len(env_ids) == 0:
+            return
+        slot = self.pos[env_ids]
+        # one host->device copy for the step: each game's id, its slot and the 4 after it, action, done, first
+        step = np.column_stack([env_ids, (slot[:, None] + np.arange(5)) % self.capacity, actions[env_ids], terminations[env_ids], first[env_ids]])
+        step = torch.as_tensor(step, device=self.device)
+        game, slots, i, nxt, (action, terminated, starts) = step[:, 0], step[:, 1:6], step[:, 1], step[:, 2], step[:, 6:].T
+        self.frames[game, i] = obs[game, -1]
+        # the next observation's newest frame goes to the next slot; if the episode goes on, the next
+        # add() finds it there as its own observation's frame and writes the same frame again
+        self.frames[game, nxt] = next_obs[game, -1]
+        self.actions[game, i] = action.to(torch.uint8)
+        self.rewards[game, i] = torch.as_tensor(rewards[env_ids], dtype=torch.float32, device=self.device)
+        self.dones[game, i] = terminated.bool()  # truncation is not terminal: it bootstraps
+        self.first[game, i], self.first[game, nxt], self.valid[game, i], self.newest[game] = starts.bool(), False, True, i
+        # the next slot's next frame is not known yet; the 3 oldest, just ahead, would read the new frames as their past
+        self.valid[game[:, None], slots[:, 1:]] = False
+        ended = terminations[env_ids] | truncations[env_ids]
+        self.pos[env_ids] = (slot + 1 + ended) % self.capacity
+        self.filled = min(self.capacity, max(self.filled, int(slot.max()) + 2))
+
+    def sample(self, batch_size):
+        # Rejection sampling without a loop (`while bad.any()` would wait for the GPU): of CANDIDATES (game,
+        # slot) draws, the first that starts a complete transition; uniform over those, as redrawing would be.
+        # All 8 incomplete (odds: about 1% to the 8th power): the game's newest transition
+        size = (batch_size, self.CANDIDATES)
+        env_ids = torch.randint(self.num_envs, size, device=self.device, generator=self.rng)
+        slots = torch.randint(self.filled, size, device=self.device, generator=self.rng)
+        ok = self.valid[env_ids, slots]
+        pick = ok.int().argmax(dim=1, keepdim=True)  # the first complete candidate
+        env_ids, slots = env_ids.gather(1, pick).squeeze(1), slots.gather(1, pick).squeeze(1)
+        slots = torch.where(ok.any(dim=1), slots, self.newest[env_ids])
+        # frames slot-3 .. slot+1: the observation is the first four, the next observation the last four
+        window = (slots[:, None] + torch.arange(-3, 2, device=self.device)) % self.capacity
+        for k in (2, 1, 0):  # from the newest frame back: before an episode's first frame, repeat it
+            window[:, k] = torch.where(self.first[env_ids, window[:, k + 1]], window[:, k + 1], window[:, k])
+        frames = self.frames[env_ids[:, None], window]
+        return ReplayBatch(
+            observations=frames[:, :4], next_observations=frames[:, 1:],
+            actions=self.actions[env_ids, slots].long().unsqueeze(1),
+            rewards=self.rewards[env_ids, slots], dones=self.dones[env_ids, slots].float(),
+        )
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+    if duration <= 0:  # --exploration-fraction 0: no decay, epsilon is end-e from the first step (as in SB3)
+        return end_e
+    slope = (end_e - start_e) / duration
+    return max(slope * t + start_e, end_e)
+
+
+def compute_td_target(q_network, target_network, batch, gamma):
+    """The TD target (Q-target): reward + gamma * value of the next state, 0 past a terminal state."""
+    # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
+    with torch.no_grad():
+        # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
+        # Double DQN: the DQN network picks the best next action, the target network values it
+        next_actions = q_network(batch.next_observations).argmax(dim=1, keepdim=True)
+        target_max = target_network(batch.next_observations).gather(1, next_actions).squeeze(1)
+        # --- end of the TD target block ---
+        return batch.rewards + gamma * target_max * (1 - batch.dones)
+
+
+def gradient_step(q_network, target_network, optimizer, batch, gamma):
+    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean Q(s, a)."""
+    td_target = compute_td_target(q_network, target_network, batch, gamma)
+    old_val = q_network(batch.observations).gather(1, batch.actions).squeeze(1)
+    loss = F.mse_loss(old_val, td_target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), old_val.mean().detach()
+
+
+# TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
+def train(args: Args, make_env=make_env):
+    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
+    # TRY NOT TO MODIFY: arguments, seeding, the replay memory and the games (Run, in PLUMBING below)
+    run = Run(args, make_env)
+    args, device, envs, rb = run.args, run.device, run.envs, run.rb
+
+    q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
+    # fused: one kernel for the whole Adam update (on the CPU too: 0.7 ms instead of 4.8 ms a step)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
+    # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
+    target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
+    target_network.load_state_dict(q_network.state_dict())
+    # --compile: the update launches ~40 small kernels, and on a GPU their launches take most of its time;
+    # compiled and replayed as CUDA graphs ("reduce-overhead"), they are launched together
+    update = torch.compile(gradient_step, mode="reduce-overhead" if device.type == "cuda" else None) if args.compile else gradient_step
+    rng = np.random.default_rng(args.seed)  # exploration
+    # TRY NOT TO MODIFY: --resume loads its checkpoint into all of these (else 0, 0); logging starts
+    global_step, updates, writer = run.resume(q_network, target_network, optimizer, rng)
+
+    # TRY NOT TO MODIFY: start the game
+    obs = torch.as_tensor(envs.reset(seed=args.seed + global_step)[0], device=device)  # frames live on the device
+    first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
+    autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
+    with run.stoppable():  # Ctrl-C or SIGTERM: the loop stops after its step, and the run ends as below
+        while global_step < args.total_timesteps and not run.stop_requests:
+            # ALGO LOGIC: put action logic here
+            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
+            greedy = rng.random(args.num_envs) >= epsilon
+            if greedy.any():
+                with torch.no_grad():
+                    q_values = q_network(obs)
+                actions = np.where(greedy, q_values.argmax(dim=1).cpu().numpy(), actions)
+
+            # TRY NOT TO MODIFY: the games play the actions while the network learns below
+            envs.step_async(actions)
+
+            # ALGO LOGIC: training, one gradient step every `train_frequency` environment steps
+            due = max(0, (global_step - args.learning_starts) // args.train_frequency)
+            while updates < due:
+                if args.compile:  # a new step: CUDA graphs may reuse the memory of the last step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma)
+                updates += 1
+
+                if updates % 100 == 0:  # .item() waits for the GPU: only when logging
+                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", q_mean.item(), global_step)
+
+                # update the fixed Q-target every `target_network_frequency` environment steps
+                if (updates * args.train_frequency) % args.target_network_frequency < args.train_frequency:
+                    for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
+
+            next_obs, rewards, terminations, truncations, infos = envs.step_wait()
+            next_obs = torch.as_tensor(next_obs, device=device)  # one copy to the device, for acting and replay
+            global_step += args.num_envs
+
+            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    run.recent_returns.append(float(infos["episode"]["r"][i]))
+                    writer.add_scalar("charts/episodic_return", float(infos["episode"]["r"][i]), global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+            # TRY NOT TO MODIFY: save data to the replay buffer. The step after an episode end only
+            # reset that game (gymnasium's next-step autoreset): it is no transition, nothing to store
+            rb.add(obs, actions, rewards, next_obs, terminations, truncations, first, store=~autoreset)
+            first = autoreset  # after a reset step, next_obs is an episode's first observation
+            autoreset = terminations | truncations
+
+            # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+            obs = next_obs
+
+            if global_step % 1000 < args.num_envs:
+                run.log_progress(global_step, epsilon)  # charts/SPS, charts/epsilon and the progress bar
+            if args.checkpoint_frequency and global_step % args.checkpoint_frequency < args.num_envs:
+                run.checkpoint(global_step, updates)
+    return run.end(global_step, updates)  # TRY NOT TO MODIFY: the last checkpoint, the model saved, evaluated, uploaded
+
+
+# ======================================================================================================
+# PLUMBING: what a run needs around the DQN above, and nothing a learner must read to follow Unit 3:
+# argument and memory checks, the fast games (ALEVectorEnv), wandb, the progress bar, the run's set-up
+# and end (Run), checkpoints and --resume, evaluation, --eval-only and the Hugging Face Hub
+# ======================================================================================================
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2, without a traceback."""
+
+
+def ignore_stop_signals_in_game_processes():
+    """Ctrl-C reaches every process of the terminal, and a job scheduler's SIGTERM every process of the
+    job: the game processes ignore both, so that the main process can save the model and close them in order."""
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def file_name(env_id):
+    """gymnasium's recommended ids hold a slash ("ALE/Pong-v5"): "ALE-Pong-v5" makes one folder level under
+    runs/ and videos/, and a valid Hub repo name. The env id itself is kept everywhere else."""
+    return env_id.replace("/", "-")
+
+
+def check_atari_env_id(env_id):
+    """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
+    if env_id not in gym.registry:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else "Atari ids look like PongNoFrameskip-v4."
+        raise UsageError(f"unknown environment id '{env_id}': {hint}")
+    entry_point = str(gym.registry[env_id].entry_point)
+    if not entry_point.startswith("ale_py"):
+        raise UsageError(
+            f"'{env_id}' is not an Atari game: this script learns from screen pixels, e.g. --env-id "
+            "PongNoFrameskip-v4 (for FrozenLake or Taxi use dqn_frozenlake_tabular.py)"
+        )
+
+
+# FAST PATH: ale-py's C++ vector env
 class ALEVectorEnv:
     """--env-backend ale-vector: ale-py's own vector env, the fast path. Its games run on C++ threads of
     this process (no game processes, no frames sent through pipes), and step while the network learns.
@@ -304,223 +548,6 @@ class ALEVectorEnv:
 
     def close(self):
         self.envs = None  # its close() leaves the C++ threads running; freeing it stops them
-
-
-def file_name(env_id):
-    """gymnasium's recommended ids hold a slash ("ALE/Pong-v5"): "ALE-Pong-v5" makes one folder level under
-    runs/ and videos/, and a valid Hub repo name. The env id itself is kept everywhere else."""
-    return env_id.replace("/", "-")
-
-
-def check_atari_env_id(env_id):
-    """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
-    if env_id not in gym.registry:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else "Atari ids look like PongNoFrameskip-v4."
-        raise UsageError(f"unknown environment id '{env_id}': {hint}")
-    entry_point = str(gym.registry[env_id].entry_point)
-    if not entry_point.startswith("ale_py"):
-        raise UsageError(
-            f"'{env_id}' is not an Atari game: this script learns from screen pixels, e.g. --env-id "
-            "PongNoFrameskip-v4 (for FrozenLake or Taxi use dqn_frozenlake_tabular.py)"
-        )
-
-
-# ALGO LOGIC: the Deep Q-Network of the Nature paper
-class QNetwork(nn.Module):
-    def __init__(self, n_actions):
-        super().__init__()
-        self.network = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(3136, 512),
-            nn.ReLU(),
-            nn.Linear(512, n_actions),
-        )
-
-    def forward(self, x):
-        # frames are stored as uint8 (4x less memory); the network sees floats in [0, 1].
-        # channels-last is only a memory layout: the same numbers, but faster convolutions on CPUs and GPUs
-        x = x.to(memory_format=torch.channels_last, dtype=torch.float32) / 255.0
-        return self.network(x)
-
-
-# EXPERIENCE REPLAY: a replay memory that stores each 84x84 frame once
-class ReplayBatch(NamedTuple):
-    observations: torch.Tensor  # (B, 4, 84, 84) uint8
-    actions: torch.Tensor  # (B, 1) int64
-    rewards: torch.Tensor  # (B,) float32
-    next_observations: torch.Tensor  # (B, 4, 84, 84) uint8
-    dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
-
-
-class ReplayBuffer:
-    """Stores each frame once and rebuilds the 4-frame stacks when it samples.
-
-    A stack of 4 frames shares 3 of them with the next stack, so storing obs and next_obs as stacks
-    keeps every frame 8 times (1M transitions: 56 GB). Here each game writes its frames in order into
-    its own ring; slot i holds the newest frame of the observation the agent acted on, and the
-    action, reward and termination that followed. The next observation's newest frame is slot i + 1.
-    When an episode ends, its last frame takes one extra slot, and the next episode starts after it.
-    A stack reaching back past an episode's first frame repeats that frame, as FrameStackObservation
-    does after a reset. 1M frames take 7.1 GB (CleanRL's buffer: 28 GB).
-
-    Everything that sampling reads lives on the device (the GPU when there is one), and the indices
-    are drawn there by a torch generator: a gradient step never waits for the host, nor the host for it.
-    Only the write positions stay on the host: they follow from the games' done flags, known there."""
-
-    CANDIDATES = 8  # draws per sample, of which the first complete transition is taken (see sample)
-
-    def __init__(self, buffer_size, num_envs, frame_shape, device, seed):
-        self.capacity = buffer_size // num_envs  # slots per game
-        self.num_envs = num_envs
-        self.device = device
-        shape = (num_envs, self.capacity)
-        self.frames = torch.empty((*shape, *frame_shape), dtype=torch.uint8, device=device)
-        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.rewards = torch.zeros(shape, dtype=torch.float32, device=device)
-        self.dones = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.first = torch.zeros(shape, dtype=torch.bool, device=device)  # first frame of an episode
-        self.valid = torch.zeros(shape, dtype=torch.bool, device=device)  # slot starts a complete transition
-        self.newest = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each game's last transition
-        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next (on the host)
-        self.filled = 0  # highest slot count written by any game
-        self.rng = torch.Generator(device=device).manual_seed(seed)
-
-    @staticmethod
-    def bytes_per_slot(frame_shape):
-        return int(np.prod(frame_shape)) + 1 + 4 + 1 + 1 + 1  # frame, action, reward, done, first, valid
-
-    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
-        """Add one step of every game whose `store` is true; `first` marks an episode's first observation.
-        obs and next_obs are the observations already on the device; the rest are the host's arrays."""
-        env_ids = np.flatnonzero(store)
-        if len(env_ids) == 0:
-            return
-        slot = self.pos[env_ids]
-        # one host->device copy carries this step's indices and values: the game, its slot, the 4 slots
-        # after it (see below), the action, the termination and whether the observation starts an episode
-        after = [(slot + k) % self.capacity for k in (1, 2, 3, 4)]
-        rows = np.stack([env_ids, slot, *after, actions[env_ids], terminations[env_ids], first[env_ids]])
-        game, slot_, nxt, *oldest, action, terminated, starts = torch.as_tensor(rows, device=self.device)
-        self.frames[game, slot_] = obs[game, -1]
-        # the next observation's newest frame goes to the next slot; if the episode goes on, the next
-        # add() finds it there as its own observation's frame and writes the same frame again
-        self.frames[game, nxt] = next_obs[game, -1]
-        self.actions[game, slot_] = action.to(torch.uint8)
-        self.rewards[game, slot_] = torch.as_tensor(rewards[env_ids], dtype=torch.float32, device=self.device)
-        self.dones[game, slot_] = terminated.bool()  # truncation is not terminal: it bootstraps
-        self.first[game, slot_] = starts.bool()
-        self.valid[game, slot_] = True
-        self.newest[game] = slot_
-        self.first[game, nxt] = False
-        self.valid[game, nxt] = False  # its next frame is not known yet
-        # the oldest slots, just ahead of the write position, would now read the new frames as their past
-        for ahead in oldest:
-            self.valid[game, ahead] = False
-        ended = terminations[env_ids] | truncations[env_ids]
-        self.pos[env_ids] = (slot + 1 + ended) % self.capacity
-        self.filled = min(self.capacity, max(self.filled, int(slot.max()) + 2))
-
-    def sample(self, batch_size):
-        # Rejection sampling without a loop: draw CANDIDATES (game, slot) pairs per sample and keep the
-        # first that starts a complete transition (not an episode's last frame, not the write position).
-        # That is uniform over the complete transitions, as redrawing until one is found would be, but
-        # `while bad.any()` would make the host wait for the GPU. A sample whose candidates are all
-        # incomplete (odds: the incomplete fraction, about 1%, to the 8th power) takes its game's newest.
-        size = (batch_size, self.CANDIDATES)
-        env_ids = torch.randint(self.num_envs, size, device=self.device, generator=self.rng)
-        slots = torch.randint(self.filled, size, device=self.device, generator=self.rng)
-        ok = self.valid[env_ids, slots]
-        pick = ok.int().argmax(dim=1, keepdim=True)  # the first complete candidate
-        env_ids, slots = env_ids.gather(1, pick).squeeze(1), slots.gather(1, pick).squeeze(1)
-        slots = torch.where(ok.any(dim=1), slots, self.newest[env_ids])
-        # frames slot-3 .. slot+1: the observation is the first four, the next observation the last four
-        window = (slots[:, None] + torch.arange(-3, 2, device=self.device)) % self.capacity
-        for k in (2, 1, 0):  # from the newest frame back: before an episode's first frame, repeat it
-            window[:, k] = torch.where(self.first[env_ids, window[:, k + 1]], window[:, k + 1], window[:, k])
-        frames = self.frames[env_ids[:, None], window]
-        return ReplayBatch(
-            observations=frames[:, :4],
-            actions=self.actions[env_ids, slots].long().unsqueeze(1),
-            rewards=self.rewards[env_ids, slots],
-            next_observations=frames[:, 1:],
-            dones=self.dones[env_ids, slots].float(),
-        )
-
-    ARRAYS = ("actions", "rewards", "dones", "first", "valid")
-
-    def save(self, folder):
-        """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed."""
-        np.save(folder / "frames.npy", self.frames[:, : self.filled].cpu().numpy())
-        arrays = {name: getattr(self, name)[:, : self.filled].cpu().numpy() for name in self.ARRAYS}
-        np.savez(folder / "replay.npz", pos=self.pos, rng=self.rng.get_state().numpy(), **arrays)
-
-    def load(self, folder, check_only=False):
-        """check_only: only check that the files fit this buffer (cheap, nothing is read into it)."""
-        saved = np.load(folder / "replay.npz")
-        frames = np.load(folder / "frames.npy", mmap_mode="r")  # read in chunks, never twice in memory
-        filled = frames.shape[1]
-        if frames.shape[0] != self.num_envs or filled > self.capacity or frames.shape[2:] != self.frames.shape[2:]:
-            raise ValueError(f"replay buffer of shape {frames.shape}, expected {tuple(self.frames.shape)}")
-        if saved["pos"].shape != (self.num_envs,) or any(saved[name].shape != frames.shape[:2] for name in self.ARRAYS):
-            raise ValueError(f"replay.npz does not match frames.npy of shape {frames.shape}")
-        if check_only:
-            return
-        for start in range(0, filled, 50_000):
-            chunk = np.array(frames[:, start : start + 50_000])
-            self.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(self.device)
-        for name in self.ARRAYS:
-            getattr(self, name)[:, :filled] = torch.from_numpy(saved[name]).to(self.device)
-        self.filled = filled
-        try:
-            self.rng.set_state(torch.from_numpy(saved["rng"]))
-        except (RuntimeError, TypeError):  # saved on another kind of device: the draws go on from the seed
-            pass
-        # the episodes cut by the checkpoint end there: their last frame keeps its slot, the games restart.
-        # A game's newest transition is the slot before its write position, or the one before that when
-        # the episode had just ended (its last frame took a slot of its own)
-        last = (saved["pos"] - 1) % self.capacity
-        cut = self.valid[np.arange(self.num_envs), last].cpu().numpy()
-        self.newest = torch.as_tensor(np.where(cut, last, (last - 1) % self.capacity), device=self.device)
-        self.pos = (saved["pos"] + cut) % self.capacity
-
-
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
-    if duration <= 0:  # --exploration-fraction 0: no decay, epsilon is end-e from the first step (as in SB3)
-        return end_e
-    slope = (end_e - start_e) / duration
-    return max(slope * t + start_e, end_e)
-
-
-def compute_td_target(q_network, target_network, batch, gamma):
-    """The TD target (Q-target): reward + gamma * value of the next state, 0 past a terminal state."""
-    # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
-    with torch.no_grad():
-        # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
-        # Double DQN: the DQN network picks the best next action, the target network values it
-        next_actions = q_network(batch.next_observations).argmax(dim=1, keepdim=True)
-        target_max = target_network(batch.next_observations).gather(1, next_actions).squeeze(1)
-        # --- end of the TD target block ---
-        return batch.rewards + gamma * target_max * (1 - batch.dones)
-
-
-def gradient_step(q_network, target_network, optimizer, batch, gamma):
-    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean Q(s, a)."""
-    td_target = compute_td_target(q_network, target_network, batch, gamma)
-    old_val = q_network(batch.observations).gather(1, batch.actions).squeeze(1)
-    loss = F.mse_loss(old_val, td_target)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), old_val.mean().detach()
 
 
 # SETUP: arguments, device, memory, logging
@@ -638,218 +665,162 @@ class Progress:
             self.bar.close()
 
 
-# TRAINING LOOP
-def train(args: Args, make_env=make_env):
-    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
-    state = None
-    if args.resume:  # the run's own arguments, from its last checkpoint
-        state, checkpoint_folder, args = load_checkpoint(args.resume, args)
-    check_args(args)
-    if make_env is globals()["make_env"]:  # tests pass environments of their own
-        check_atari_env_id(args.env_id)
-    run_name = state["run_name"] if state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(f"runs/{run_name}")
-    device = select_device(args)
+class Run:
+    """Everything a training run does around the DQN loop of train(): its arguments, folder, device,
+    replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end)."""
 
-    # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.backends.cudnn.benchmark = not args.torch_deterministic  # let cuDNN time its convolution kernels
+    def __init__(self, args: Args, make_env):
+        self.state = None
+        if args.resume:  # the run's own arguments, from its last checkpoint
+            self.state, self.checkpoint_folder, args = load_checkpoint(args.resume, args)
+        check_args(args)
+        if make_env is globals()["make_env"]:  # tests pass environments of their own
+            check_atari_env_id(args.env_id)
+        self.args, self.make_env = args, make_env
+        self.run_name = self.state["run_name"] if self.state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.run_dir = Path(f"runs/{self.run_name}")
+        self.model_path = self.run_dir / f"{args.exp_name}.pt"
+        self.device = select_device(args)
 
-    frame_shape = (84, 84)
-    check_buffer_fits(args.buffer_size, frame_shape, device)
+        # TRY NOT TO MODIFY: seeding
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        torch.backends.cudnn.benchmark = not args.torch_deterministic  # let cuDNN time its convolution kernels
 
-    # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
-    # files are checked before they start: their ALE banner on stderr would bury the one error line
-    rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, device, args.seed)
-    if state:
+        frame_shape = (84, 84)
+        check_buffer_fits(args.buffer_size, frame_shape, self.device)
+        # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
+        # files are checked before they start: their ALE banner on stderr would bury the one error line
+        self.rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, self.device, args.seed)
+        if self.state:
+            try:
+                load_replay_buffer(self.rb, self.checkpoint_folder, check_only=True)
+            except Exception as e:
+                raise UsageError(f"the replay buffer of the checkpoint in '{args.resume}' is damaged or does not fit this run ({type(e).__name__}); start a new run instead")
+
+        # env setup: each game runs in its own process, so it steps while the network learns
+        if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
+            self.envs = ALEVectorEnv(args.env_id, args.num_envs)
+        else:
+            self.envs = gym.vector.AsyncVectorEnv(
+                [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)],
+                autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+            )
+        assert isinstance(self.envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
+        self.stop_requests, self.interrupted, self.recent_returns = [], False, deque(maxlen=20)
+
+    def resume(self, q_network, target_network, optimizer, rng):
+        """Load the checkpoint of --resume (if any) into the networks, the optimizer, the replay memory and
+        the exploration, then start logging; returns the environment step and gradient step to go on from."""
+        args, state, global_step, updates = self.args, self.state, 0, 0
+        self.trained = q_network, target_network, optimizer, rng
+        if state:  # all of it is checked before anything is written into the run folder
+            try:
+                q_network.load_state_dict(state["q_network"])
+                target_network.load_state_dict(state["target_network"])
+                optimizer.load_state_dict(state["optimizer"])
+                load_replay_buffer(self.rb, self.checkpoint_folder)
+            except Exception as e:
+                self.envs.close()
+                raise UsageError(f"the checkpoint in '{args.resume}' does not fit this game's network or buffer ({type(e).__name__}); start a new run instead")
+            rng.bit_generator.state = state["explore_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            global_step, updates = state["global_step"], state["updates"]
+            print(f"resuming {self.run_name} at step {global_step:,}: the games start new episodes")
+
+        # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=global_step if state else None)
+        self.wandb_run = start_wandb(args, self.run_name, state["wandb_id"] if state else None) if args.track else None
+        if not state:
+            self.writer.add_text(
+                "hyperparameters",
+                "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+            )
+        self.checkpoint_step = global_step if state else None  # the step of the checkpoint on disk
+        self.start_time, self.start_step = time.time(), global_step
+        self.progress = Progress(args.total_timesteps, initial=global_step)
+        return global_step, updates, self.writer
+
+    @contextlib.contextmanager
+    def stoppable(self):
+        """Ctrl-C (or a SIGTERM) asks the loop to stop after the current step, so that the checkpoint is
+        consistent; a second Ctrl-C stops at once. At the end, the progress bar and the games are closed."""
+
+        def request_stop(signum, frame):
+            self.stop_requests.append(signum)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            rb.load(checkpoint_folder, check_only=True)
-        except Exception as e:
-            raise UsageError(f"the replay buffer of the checkpoint in '{args.resume}' is damaged or does not fit this run ({type(e).__name__}); start a new run instead")
+            yield
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint, the step may be half done
+            self.interrupted = True
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.progress.close()
+            self.envs.close()
 
-    # env setup: each game runs in its own process, so it steps while the network learns
-    if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
-        envs = ALEVectorEnv(args.env_id, args.num_envs)
-    else:
-        envs = gym.vector.AsyncVectorEnv(
-            [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name) for i in range(args.num_envs)],
-            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-        )
-    assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
+    def log_progress(self, global_step, epsilon):
+        sps = int((global_step - self.start_step) / (time.time() - self.start_time))
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        self.writer.add_scalar("charts/epsilon", epsilon, global_step)
+        self.progress.update(global_step, sps, np.mean(self.recent_returns) if self.recent_returns else 0.0, epsilon)
 
-    q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
-    # fused: one kernel for the whole Adam update (on the CPU too: 0.7 ms instead of 4.8 ms a step)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
-    target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
-    target_network.load_state_dict(q_network.state_dict())
-    # --compile: the update launches ~40 small kernels, and on a GPU their launches take most of its time;
-    # compiled and replayed as CUDA graphs ("reduce-overhead"), they are launched together
-    update = torch.compile(gradient_step, mode="reduce-overhead" if device.type == "cuda" else None) if args.compile else gradient_step
-    rng = np.random.default_rng(args.seed)  # exploration
-    global_step, updates = 0, 0
-    if state:  # all of it is checked before anything is written into the run folder
-        try:
-            q_network.load_state_dict(state["q_network"])
-            target_network.load_state_dict(state["target_network"])
-            optimizer.load_state_dict(state["optimizer"])
-            rb.load(checkpoint_folder)
-        except Exception as e:
-            envs.close()
-            raise UsageError(f"the checkpoint in '{args.resume}' does not fit this game's network or buffer ({type(e).__name__}); start a new run instead")
-        rng.bit_generator.state = state["explore_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        global_step, updates = state["global_step"], state["updates"]
-        print(f"resuming {run_name} at step {global_step:,}: the games start new episodes")
-
-    # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
-    writer = SummaryWriter(str(run_dir), purge_step=global_step if state else None)
-    wandb_run = start_wandb(args, run_name, state["wandb_id"] if state else None) if args.track else None
-    if not state:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-        )
-
-    checkpoint_step = global_step if state else None  # the step of the checkpoint on disk
-
-    def checkpoint():
-        nonlocal checkpoint_step
-        save_checkpoint(run_dir, {
-            "script": os.path.basename(__file__), "run_name": run_name, "args": asdict(args),
+    def checkpoint(self, global_step, updates):
+        q_network, target_network, optimizer, rng = self.trained
+        save_checkpoint(self.run_dir, {
+            "script": os.path.basename(__file__), "run_name": self.run_name, "args": asdict(self.args),
             "global_step": global_step, "updates": updates, "q_network": q_network.state_dict(),
             "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
             "explore_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "wandb_id": wandb_run.id if wandb_run else None,
-        }, rb)  # fmt: skip
-        checkpoint_step = global_step
+            "wandb_id": self.wandb_run.id if self.wandb_run else None,
+        }, self.rb)  # fmt: skip
+        self.checkpoint_step = global_step
 
-    # Ctrl-C (or a SIGTERM) asks the loop to stop after the current step, so that the checkpoint
-    # is consistent; a second Ctrl-C stops at once
-    stop_requests = []
+    def end(self, global_step, updates):
+        """The last checkpoint, then the model saved, evaluated and uploaded as the flags ask."""
+        args, run_name, run_dir, model_path, stop_requests = self.args, self.run_name, self.run_dir, self.model_path, self.stop_requests
+        q_network = self.trained[0]
+        if stop_requests:
+            print(f"\nstopped at step {global_step:,}", end="")
+        if args.checkpoint_frequency and not self.interrupted and self.checkpoint_step != global_step:
+            print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
+            self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
+        elif stop_requests:
+            print(": its checkpoint is written" if args.checkpoint_frequency else "")
+        interrupted = self.interrupted or bool(stop_requests)
 
-    def request_stop(signum, frame):
-        stop_requests.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        eval_returns = []
+        if args.save_model or args.upload_model or interrupted:
+            save_model(model_path, q_network, args)
+            print(f"model saved to {model_path}")
+        if (args.save_model or args.upload_model) and not interrupted and args.eval_episodes > 0:
+            eval_returns = evaluate(
+                q_network, args.env_id, args.eval_episodes, f"{run_name}-eval", self.device, epsilon=0.05,
+                capture_video=args.capture_video, seed=args.seed, make_env=self.make_env,
+            )
+            report_evaluation(eval_returns, self.writer)
+            if args.upload_model:
+                push_to_hub(args, run_name, model_path, eval_returns, f"videos/{run_name}-eval")
+        self.writer.close()
+        if self.wandb_run is not None:
+            if args.capture_video:
+                import wandb
 
-    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    start_time, start_step = time.time(), global_step
-    recent_returns = []
-    progress = Progress(args.total_timesteps, initial=global_step)
-    model_path = run_dir / f"{args.exp_name}.pt"
-    interrupted = False
-    # TRY NOT TO MODIFY: start the game
-    obs, _ = envs.reset(seed=args.seed + global_step)
-    obs = torch.as_tensor(obs, device=device)
-    first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
-    autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
-    try:
-        while global_step < args.total_timesteps and not stop_requests:
-            # ALGO LOGIC: put action logic here
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
-            actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
-            greedy = rng.random(args.num_envs) >= epsilon
-            if greedy.any():
-                with torch.no_grad():
-                    q_values = q_network(obs)
-                actions = np.where(greedy, q_values.argmax(dim=1).cpu().numpy(), actions)
-
-            # TRY NOT TO MODIFY: the games play the actions while the network learns below
-            envs.step_async(actions)
-
-            # ALGO LOGIC: training, one gradient step every `train_frequency` environment steps
-            due = max(0, (global_step - args.learning_starts) // args.train_frequency)
-            while updates < due:
-                if args.compile:  # a new step: CUDA graphs may reuse the memory of the last step's outputs
-                    torch.compiler.cudagraph_mark_step_begin()
-                loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma)
-                updates += 1
-
-                if updates % 100 == 0:  # .item() waits for the GPU: only when logging
-                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", q_mean.item(), global_step)
-
-                # update the fixed Q-target every `target_network_frequency` environment steps
-                if (updates * args.train_frequency) % args.target_network_frequency < args.train_frequency:
-                    for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
-
-            next_obs, rewards, terminations, truncations, infos = envs.step_wait()
-            next_obs = torch.as_tensor(next_obs, device=device)  # one copy to the device, for acting and replay
-            global_step += args.num_envs
-
-            # TRY NOT TO MODIFY: record rewards for plotting purposes
-            if "episode" in infos:
-                for i in np.flatnonzero(infos["_episode"]):
-                    episodic_return = float(infos["episode"]["r"][i])
-                    recent_returns = (recent_returns + [episodic_return])[-20:]
-                    writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
-
-            # TRY NOT TO MODIFY: save data to the replay buffer. The step after an episode end only
-            # reset that game (gymnasium's next-step autoreset): it is no transition, nothing to store
-            rb.add(obs, actions, rewards, next_obs, terminations, truncations, first, store=~autoreset)
-            first = autoreset  # after a reset step, next_obs is an episode's first observation
-            autoreset = terminations | truncations
-
-            # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
-            obs = next_obs
-
-            if global_step % 1000 < args.num_envs:
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/epsilon", epsilon, global_step)
-                progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else 0.0, epsilon)
-            if args.checkpoint_frequency and global_step % args.checkpoint_frequency < args.num_envs:
-                checkpoint()
-    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint, the step may be half done
-        interrupted = True
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        progress.close()
-        envs.close()
-    if stop_requests:
-        print(f"\nstopped at step {global_step:,}", end="")
-    if args.checkpoint_frequency and not interrupted and checkpoint_step != global_step:
-        print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
-        checkpoint()  # the last one: `--resume ... --total-timesteps N` can go further from it
-    elif stop_requests:
-        print(": its checkpoint is written" if args.checkpoint_frequency else "")
-    interrupted = interrupted or bool(stop_requests)
-
-    eval_returns = []
-    if args.save_model or args.upload_model or interrupted:
-        save_model(model_path, q_network, args)
-        print(f"model saved to {model_path}")
-    if (args.save_model or args.upload_model) and not interrupted and args.eval_episodes > 0:
-        eval_returns = evaluate(
-            q_network, args.env_id, args.eval_episodes, f"{run_name}-eval", device, epsilon=0.05,
-            capture_video=args.capture_video, seed=args.seed, make_env=make_env,
-        )
-        report_evaluation(eval_returns, writer)
-        if args.upload_model:
-            push_to_hub(args, run_name, model_path, eval_returns, f"videos/{run_name}-eval")
-    writer.close()
-    if wandb_run is not None:
-        if args.capture_video:
-            import wandb
-
-            for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
-                wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
-        wandb_run.finish()
-    if interrupted:
-        script = os.path.basename(__file__)
-        if stop_requests and args.checkpoint_frequency:
-            print(f"continue it with: python {script} --resume {run_dir}")
-        if updates == 0:
-            print(f"learning had not started yet (it starts after step {args.learning_starts:,}): the saved network is untrained")
-        print(f"evaluate it with: python {script} --eval-only {model_path}")
-    return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+                for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
+                    self.wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
+            self.wandb_run.finish()
+        if interrupted:
+            script = os.path.basename(__file__)
+            if stop_requests and args.checkpoint_frequency:
+                print(f"continue it with: python {script} --resume {run_dir}")
+            if updates == 0:
+                print(f"learning had not started yet (it starts after step {args.learning_starts:,}): the saved network is untrained")
+            print(f"evaluate it with: python {script} --eval-only {model_path}")
+        return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
 
 # EVALUATION AND SAVING
@@ -950,7 +921,7 @@ def save_checkpoint(run_dir, state, rb):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     torch.save(state, partial / "state.pt")
-    rb.save(partial)
+    save_replay_buffer(rb, partial)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
@@ -989,6 +960,47 @@ def load_checkpoint(run_dir, args: Args):
             flag = "--" + field.name.replace("_", "-")
             raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
     return state, folder, saved
+
+
+# the replay memory of a checkpoint
+REPLAY_ARRAYS = ("actions", "rewards", "dones", "first", "valid")
+
+
+def save_replay_buffer(rb, folder):
+    """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed."""
+    np.save(folder / "frames.npy", rb.frames[:, : rb.filled].cpu().numpy())
+    arrays = {name: getattr(rb, name)[:, : rb.filled].cpu().numpy() for name in REPLAY_ARRAYS}
+    np.savez(folder / "replay.npz", pos=rb.pos, rng=rb.rng.get_state().numpy(), **arrays)
+
+
+def load_replay_buffer(rb, folder, check_only=False):
+    """check_only: only check that the files fit this buffer (cheap, nothing is read into it)."""
+    saved = np.load(folder / "replay.npz")
+    frames = np.load(folder / "frames.npy", mmap_mode="r")  # read in chunks, never twice in memory
+    filled = frames.shape[1]
+    if frames.shape[0] != rb.num_envs or filled > rb.capacity or frames.shape[2:] != rb.frames.shape[2:]:
+        raise ValueError(f"replay buffer of shape {frames.shape}, expected {tuple(rb.frames.shape)}")
+    if saved["pos"].shape != (rb.num_envs,) or any(saved[name].shape != frames.shape[:2] for name in REPLAY_ARRAYS):
+        raise ValueError(f"replay.npz does not match frames.npy of shape {frames.shape}")
+    if check_only:
+        return
+    for start in range(0, filled, 50_000):
+        chunk = np.array(frames[:, start : start + 50_000])
+        rb.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(rb.device)
+    for name in REPLAY_ARRAYS:
+        getattr(rb, name)[:, :filled] = torch.from_numpy(saved[name]).to(rb.device)
+    rb.filled = filled
+    try:
+        rb.rng.set_state(torch.from_numpy(saved["rng"]))
+    except (RuntimeError, TypeError):  # saved on another kind of device: the draws go on from the seed
+        pass
+    # the episodes cut by the checkpoint end there: their last frame keeps its slot, the games restart.
+    # A game's newest transition is the slot before its write position, or the one before that when
+    # the episode had just ended (its last frame took a slot of its own)
+    last = (saved["pos"] - 1) % rb.capacity
+    cut = rb.valid[np.arange(rb.num_envs), last].cpu().numpy()
+    rb.newest = torch.as_tensor(np.where(cut, last, (last - 1) % rb.capacity), device=rb.device)
+    rb.pos = (saved["pos"] + cut) % rb.capacity
 
 
 # HUGGING FACE HUB: share the agent, as the course does

@@ -197,18 +197,18 @@ def resumed(killed_run):
             super().__init__(*args, **kwargs)
             optimizers.append(self)
 
-    original_load, original_writer = dqn_atari.ReplayBuffer.load, dqn_atari.SummaryWriter
+    original_load, original_writer = dqn_atari.load_replay_buffer, dqn_atari.SummaryWriter
 
-    def load(self, folder, *args, **kwargs):
-        original_load(self, folder, *args, **kwargs)
+    def load(rb, folder, *args, **kwargs):
+        original_load(rb, folder, *args, **kwargs)
         if kwargs.get("check_only"):
             return
         # train() loads the networks and the optimizer, then the buffer: all of it is in place now
         q_network, target_network = networks
         captured.update(
             q_network=copy.deepcopy(q_network.state_dict()), target_network=copy.deepcopy(target_network.state_dict()),
-            optimizer=copy.deepcopy(optimizers[0].state_dict()), frames=self.frames.clone(), filled=self.filled,
-            pos=self.pos.copy(), rng=self.rng.get_state(), **{name: getattr(self, name).cpu().numpy() for name in BUFFER_ARRAYS},
+            optimizer=copy.deepcopy(optimizers[0].state_dict()), frames=rb.frames.clone(), filled=rb.filled,
+            pos=rb.pos.copy(), rng=rb.rng.get_state(), **{name: getattr(rb, name).cpu().numpy() for name in BUFFER_ARRAYS},
         )  # fmt: skip
 
     def summary_writer(*args, **kwargs):
@@ -220,7 +220,7 @@ def resumed(killed_run):
         mp.chdir(killed_run["cwd"])
         mp.setattr(dqn_atari, "QNetwork", RecordingQNetwork)
         mp.setattr(torch.optim, "Adam", RecordingAdam)
-        mp.setattr(dqn_atari.ReplayBuffer, "load", load)
+        mp.setattr(dqn_atari, "load_replay_buffer", load)
         mp.setattr(dqn_atari, "SummaryWriter", summary_writer)
         with contextlib.redirect_stdout(out):
             result = dqn_atari.train(dqn_atari.Args(
@@ -323,12 +323,12 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_ru
     resume = f"runs/{killed_run['run_name']}"
     before = snapshot(run_dir / f"checkpoint-{step}")
 
-    def save_and_die(self, folder):
-        np.save(folder / "frames.npy", self.frames[:, : self.filled].cpu().numpy())
+    def save_and_die(rb, folder):
+        np.save(folder / "frames.npy", rb.frames[:, : rb.filled].cpu().numpy())
         raise Killed
 
     with monkeypatch.context() as mp:
-        mp.setattr(dqn_atari.ReplayBuffer, "save", save_and_die)
+        mp.setattr(dqn_atari, "save_replay_buffer", save_and_die)
         with pytest.raises(Killed):
             dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 200, checkpoint_frequency=100, cuda=False))
     partial = run_dir / "checkpoint.partial"
