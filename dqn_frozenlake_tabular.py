@@ -595,7 +595,8 @@ def download_from_hub(repo_id: str) -> tuple[np.ndarray, dict]:
     try:
         from huggingface_hub import HfApi, hf_hub_download
 
-        files = HfApi().list_repo_files(repo_id)
+        # one request lists the repo's files, with no retries: without a network this fails in a second
+        files = [f.rfilename for f in HfApi().model_info(repo_id, timeout=10).siblings]
         if "q_table.npy" in files:
             saved = json.loads(Path(hf_hub_download(repo_id, "args.json")).read_text()) if "args.json" in files else {}
             return np.load(hf_hub_download(repo_id, "q_table.npy")), saved

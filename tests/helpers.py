@@ -32,18 +32,14 @@ def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
     """Make huggingface_hub serve `folder` as every repo (no network); returns the calls it received."""
     calls = []
 
-    def list_repo_files(self, repo_id, **kwargs):
+    def model_info(self, repo_id, **kwargs):  # the scripts list a repo's files with it: one request, no retries
         calls.append(("list", repo_id))
-        return sorted(p.name for p in folder.iterdir())
-
-    def model_info(self, repo_id, **kwargs):  # what the Atari scripts list a repo's files with
-        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=name) for name in list_repo_files(self, repo_id)])
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=p.name) for p in sorted(folder.iterdir())])
 
     def hf_hub_download(repo_id, filename, **kwargs):
         calls.append(("download", repo_id, filename))
         return str(folder / filename)
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return calls

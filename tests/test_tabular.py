@@ -281,6 +281,14 @@ def test_help_shows_the_4x4_map_default(capsys):
         tab.resolve_args(tab.Args(env_id="Taxi-v4", map_name="8x8"))
 
 
+def test_eval_only_with_an_unreachable_hub_repo_is_one_line():
+    """No network here, or no such repo: one line and exit 2, not the Hub client's retry messages."""
+    result = run_script("--eval-only", "someone/no-such-table", timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and "someone/no-such-table" in line
+
+
 def test_taxi_v3_runs_as_taxi_v4_with_one_notice():
     assert tab.resolve_args(tab.Args(env_id="Taxi-v3")).env_id == "Taxi-v4"
     result = run_script("--env-id", "Taxi-v3", "--total-episodes", "20", "--eval-episodes", "1")
