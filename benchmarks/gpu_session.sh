@@ -6,6 +6,7 @@
 #
 #   speed     # ~8 min: limits.py, train SPS of --num-envs 1 (eager and --compile) and of the fast path
 #             #   (--env-backend ale-vector --compile, 16 and 32 games), CleanRL's beside them; 1M buffer
+#   pong      # ~9 min: the fast path on Pong for 7.5 min, then 10 evaluation games; events and logs to $OUT
 #   learn     # starts the learning runs with setsid and returns at once
 #   stop      # stops them as Ctrl-C does (models saved), then evaluates each
 #   collect   # logs, TensorBoard events, models and eval videos into $OUT
@@ -13,9 +14,8 @@
 # `learn` runs each entry of RUNS ("script:seed:num_envs", default: DQN and Double DQN, seeds 1 and 2,
 # one game each) on ENV_ID with the extra FLAGS, for STEPS steps (default 10M: the runs go as far as the
 # lease lets them; collect whenever: the TensorBoard events are written as they go; `stop` a few minutes
-# before the lease ends, for the evaluation). The fast path on Pong for 8 minutes:
+# before the lease ends, for the evaluation), e.g. the fast path on Pong for longer than `pong` allows:
 #   RUNS=dqn_atari:1:16 ENV_ID=PongNoFrameskip-v4 FLAGS="--env-backend ale-vector --compile" bash benchmarks/gpu_session.sh learn
-#   (8 minutes later) bash benchmarks/gpu_session.sh stop && bash benchmarks/gpu_session.sh collect
 # SCALE=small shrinks every phase to a one-minute check of this script on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,18 @@ speed)
         fi
     done 2>&1 | grep -E '^\| |^error' | tee -a "$out/speed.md"
     [ -f .gpu/cleanrl-speed.sh ] && bash .gpu/cleanrl-speed.sh "$secs" 2>&1 | tee -a "$out/speed.md"
+    ;;
+pong)
+    # the fast path's learning check in one command: Pong for MINUTES (default 7.5) of training, stopped as
+    # Ctrl-C does (the model is saved), then a 10-game evaluation; TensorBoard events and logs into $OUT
+    minutes=$([ "$small" = 1 ] && echo 1 || echo "${MINUTES:-7.5}")
+    flags=$([ "$small" = 1 ] && echo "--learning-starts 1000 --buffer-size 10000 --num-envs 2" || echo "--num-envs 16")
+    # shellcheck disable=SC2086  # $flags and $FLAGS are lists of flags
+    timeout -s TERM "${minutes}m" python dqn_atari.py --env-id PongNoFrameskip-v4 --seed 1 --total-timesteps 10000000 \
+        --checkpoint-frequency 0 $flags ${FLAGS:---env-backend ale-vector --compile} 2>&1 | tee "$out/pong.log" | grep -v '^global_step' || true
+    model=$(ls -t runs/PongNoFrameskip-v4__dqn_atari__1__*/dqn_atari.pt | head -n 1)
+    python dqn_atari.py --eval-only "$model" --seed 1 --eval-episodes "$([ "$small" = 1 ] && echo 1 || echo 10)" 2>&1 | tee -a "$out/pong.log"
+    mkdir -p "$out/pong" && cp "$(dirname "$model")"/events.out.tfevents.* "$model" "$out/pong/"
     ;;
 learn)
     steps=$([ "$small" = 1 ] && echo 3000 || echo "${STEPS:-10000000}")
@@ -77,7 +89,7 @@ collect)
     du -sh "$out"
     ;;
 *)
-    sed -n 2,21p "$0"
+    sed -n 2,19p "$0"
     exit 2
     ;;
 esac
