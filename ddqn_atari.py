@@ -307,7 +307,8 @@ class ReplayBuffer:
         self.actions[game, i] = action.to(torch.uint8)
         self.rewards[game, i] = torch.as_tensor(rewards[env_ids], dtype=torch.float32, device=self.device)
         self.dones[game, i] = terminated.bool()  # truncation is not terminal: it bootstraps
-        self.first[game, i], self.first[game, nxt], self.valid[game, i], self.newest[game] = starts.bool(), False, True, i
+        self.first[game, i], self.valid[game, i], self.newest[game] = starts.bool(), True, i
+        self.first[game, nxt] = False  # the next observation's frame starts no episode
         # the next slot's next frame is not known yet; the 3 oldest, just ahead, would read the new frames as their past
         self.valid[game[:, None], slots[:, 1:]] = False
         ended = terminations[env_ids] | truncations[env_ids]
