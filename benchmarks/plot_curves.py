@@ -37,11 +37,12 @@ def main():
     parser.add_argument("--env-id", default="SpaceInvadersNoFrameskip-v4")
     parser.add_argument("--tag", default="charts/episodic_return")
     parser.add_argument("--window", type=int, default=20, help="logged points in the moving average (episodes, for returns)")
+    parser.add_argument("--eval-tag", default=None, help="also draw this tag's points (e.g. eval/mean_return, from eval_checkpoints.py) as markers")
     parser.add_argument("--title", default=None)
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     opts = parser.parse_args()
 
-    by_script = defaultdict(list)
+    by_script, evals = defaultdict(list), defaultdict(list)
     for root in opts.runs:
         for run_dir in sorted([root, *root.iterdir()] if root.is_dir() else []):
             parts = run_dir.name.split("__")
@@ -49,6 +50,9 @@ def main():
                 curve = load_curve(run_dir, opts.tag, opts.window)
                 if curve is not None:
                     by_script[parts[1]].append(curve)
+                evaluation = load_curve(run_dir, opts.eval_tag, 1) if opts.eval_tag else None
+                if evaluation is not None:
+                    evals[parts[1]].append(evaluation)
     if not by_script:
         raise SystemExit(f"error: no runs of {opts.env_id} with {opts.tag} under {', '.join(map(str, opts.runs))}")
 
@@ -59,6 +63,8 @@ def main():
         values = np.stack([np.interp(grid, steps, smoothed) for steps, smoothed in curves])
         line = ax.plot(grid, values.mean(axis=0), label=f"{script} ({len(curves)} seed{'s' * (len(curves) > 1)})")
         ax.fill_between(grid, values.min(axis=0), values.max(axis=0), color=line[0].get_color(), alpha=0.2)
+        for steps, points in evals[script]:  # each evaluation as it was: no smoothing
+            ax.plot(steps, points, "o--", color=line[0].get_color(), label=f"{script}: {opts.eval_tag}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"{opts.tag} (mean of {opts.window} points)")
     ax.set_title(opts.title or opts.env_id)
