@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, get_args, get_origin
 
 import ale_py
 import gymnasium as gym
@@ -369,10 +369,11 @@ def gradient_step(q_network, target_network, optimizer, batch, gamma):
 
 
 # TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
-def train(args: Args, make_env=make_env):
-    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
+def train(args: Args, make_env=make_env, typed=None):
+    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores.
+    typed: the fields set on the command line, which --resume applies (None: those that differ from their default)."""
     # TRY NOT TO MODIFY: arguments, seeding, the replay memory and the games (Run, in PLUMBING below)
-    run = Run(args, make_env)
+    run = Run(args, make_env, typed)
     args, device, envs, rb = run.args, run.device, run.envs, run.rb
 
     q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
@@ -395,7 +396,9 @@ def train(args: Args, make_env=make_env):
     with run.stoppable():  # Ctrl-C or SIGTERM: the loop stops after its step, and the run ends as below
         while global_step < args.total_timesteps and not run.stop_requests:
             # ALGO LOGIC: put action logic here
-            epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+            # the decay takes exploration_fraction * total_timesteps of the run's start, in steps: a run
+            # extended with `--resume --total-timesteps` keeps its epsilon (see Run.resume)
+            epsilon = linear_schedule(args.start_e, args.end_e, run.exploration_steps, global_step)
             actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
             greedy = rng.random(args.num_envs) >= epsilon
             if greedy.any():
@@ -670,10 +673,10 @@ class Run:
     """Everything a training run does around the DQN loop of train(): its arguments, folder, device,
     replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end)."""
 
-    def __init__(self, args: Args, make_env):
+    def __init__(self, args: Args, make_env, typed=None):
         self.state = None
         if args.resume:  # the run's own arguments, from its last checkpoint
-            self.state, self.checkpoint_folder, args = load_checkpoint(args.resume, args)
+            self.state, self.checkpoint_folder, args = load_checkpoint(args.resume, args, typed)
         check_args(args)
         if make_env is globals()["make_env"]:  # tests pass environments of their own
             check_atari_env_id(args.env_id)
@@ -717,6 +720,7 @@ class Run:
         the exploration, then start logging; returns the environment step and gradient step to go on from."""
         args, state, global_step, updates = self.args, self.state, 0, 0
         self.trained = q_network, target_network, optimizer, rng
+        self.exploration_steps = args.exploration_fraction * args.total_timesteps
         if state:  # all of it is checked before anything is written into the run folder
             try:
                 q_network.load_state_dict(state["q_network"])
@@ -729,6 +733,10 @@ class Run:
             rng.bit_generator.state = state["explore_rng"]
             torch.set_rng_state(state["torch_rng"])
             global_step, updates = state["global_step"], state["updates"]
+            # epsilon decays over the steps the run started with (checkpoints older than this field: over the
+            # fraction of the total they were saved with)
+            saved = state["args"]
+            self.exploration_steps = state.get("exploration_steps", saved["exploration_fraction"] * saved["total_timesteps"])
             print(f"resuming {self.run_name} at step {global_step:,}: the games start new episodes")
 
         # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
@@ -776,7 +784,7 @@ class Run:
             "script": os.path.basename(__file__), "run_name": self.run_name, "args": asdict(self.args),
             "global_step": global_step, "updates": updates, "q_network": q_network.state_dict(),
             "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
-            "explore_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "explore_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "exploration_steps": self.exploration_steps,
             "wandb_id": self.wandb_run.id if self.wandb_run else None,
         }, self.rb)  # fmt: skip
         self.checkpoint_step = global_step
@@ -936,8 +944,10 @@ RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project
                     "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency")
 
 
-def load_checkpoint(run_dir, args: Args):
-    """The state of the last checkpoint of a run folder, and the run's own arguments."""
+def load_checkpoint(run_dir, args: Args, typed=None):
+    """The state of the last checkpoint of a run folder, and the run's own arguments with the flags typed
+    with --resume applied. typed: the fields set on the command line (see typed_fields); None (a call from
+    Python): the fields whose value differs from their default."""
     try:
         pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
         folder = Path(run_dir) / pointer["folder"]
@@ -949,18 +959,37 @@ def load_checkpoint(run_dir, args: Args):
         raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}); start a new run instead")
     if state["script"] != os.path.basename(__file__):
         raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
-    # the run keeps its own arguments; flags given with --resume may extend it or change what is
-    # logged and saved, but not the game or the algorithm
+    # the run keeps its own arguments; flags typed with --resume may extend it or change what is logged
+    # and saved, but not the game or the algorithm. A flag typed with its default value is still typed
+    if typed is None:
+        typed = {field.name for field in fields(Args) if getattr(args, field.name) != field.default}
     for field in fields(Args):
         given, saved_value = getattr(args, field.name), getattr(saved, field.name)
-        if given == field.default or given == saved_value:
+        if field.name not in typed or given == saved_value:
             continue
         if field.name in RESUME_OVERRIDES:
             setattr(saved, field.name, given)
         else:
             flag = "--" + field.name.replace("_", "-")
             raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
+    if saved.total_timesteps < state["global_step"]:
+        raise UsageError(f"--total-timesteps {saved.total_timesteps} is below the step of the checkpoint in '{run_dir}' ({state['global_step']:,}): pass a larger one to go on")
     return state, folder, saved
+
+
+def typed_fields(argv):
+    """The Args fields that the command line sets, also to their default value: argv is parsed again
+    over defaults that all differ from Args', so a field comes out the same twice only if argv sets it."""
+    def another(field):
+        value = getattr(Args(), field.name)
+        if get_origin(field.type) is Literal:
+            return next(choice for choice in get_args(field.type) if choice != value)
+        if isinstance(value, (bool, int, float)):
+            return not value if isinstance(value, bool) else value + 1
+        return f"{value}?"  # str and Optional[str]
+
+    once, again = tyro.cli(Args, args=argv), tyro.cli(Args, args=argv, default=Args(**{f.name: another(f) for f in fields(Args)}))
+    return {field.name for field in fields(Args) if getattr(once, field.name) == getattr(again, field.name)}
 
 
 # the replay memory of a checkpoint
@@ -1092,12 +1121,13 @@ def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = tyro.cli(Args, args=argv)
     try:
         if args.eval_only:
             eval_only(args)
         else:
-            train(args)
+            train(args, typed=typed_fields(argv) if args.resume else None)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

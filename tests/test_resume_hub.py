@@ -366,6 +366,9 @@ BAD_RESUME = {  # case: (prepare the cwd -> the --resume folder, extra flags, wh
     "trained by ddqn_atari.py": (lambda ctx: ctx.damaged("ddqn", None), [], ["ddqn_atari.py"]),
     "another game": (lambda ctx: ctx.damaged("dqn", None), ["--env-id", "PongNoFrameskip-v4"], ["--env-id", ENV_ID]),
     "frames of the wrong shape": (lambda ctx: ctx.damaged("dqn", reshape_frames), [], ["replay buffer"]),
+    # a flag typed with its default value is typed all the same: the killed run has --buffer-size 3000
+    "another buffer, typed as the default": (lambda ctx: ctx.damaged("dqn", None), ["--buffer-size", "1000000"], ["--buffer-size", "3000"]),
+    "a total below the checkpoint": (lambda ctx: ctx.damaged("dqn", None), ["--total-timesteps", "500"], ["--total-timesteps 500", "checkpoint"]),
 }
 
 
@@ -425,6 +428,85 @@ def test_bad_resume_is_one_error_line_and_changes_nothing(bad_resume_runs, case)
     missing = [word for word in BAD_RESUME[case][2] if word not in lines[0]]
     assert not missing, f"the message should name {missing}: {lines[0]}"
     assert snapshot(cwd) == before, "the run folder (and everything else) must be left as it was"
+
+
+# flags typed with --resume, and epsilon across a resume
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A finished TINY_RUN with a checkpoint at its last step, saved with 1 evaluation game and lr 1e-3."""
+    cwd = tmp_path_factory.mktemp("short")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        result = dqn_atari.train(dqn_atari.Args(checkpoint_frequency=64, eval_episodes=1, learning_rate=1e-3, **TINY_RUN))
+    return cwd / "runs" / result["run_name"]
+
+
+def test_typed_fields_are_read_from_the_command_line():
+    argv = ["--resume", "runs/x", "--total-timesteps=10000000", "--no-cuda", "--eval_episodes", "10", "--env-backend", "gymnasium"]
+    assert dqn_atari.typed_fields(argv) == {"resume", "total_timesteps", "cuda", "eval_episodes", "env_backend"}
+    assert dqn_atari.typed_fields([]) == set()
+
+
+def test_resume_applies_every_typed_flag_even_at_its_default(short_run, tmp_path, monkeypatch, capsys):
+    """--eval-episodes 10 and --total-timesteps 10000000 are the defaults, and typed: they take effect on a
+    run saved with 1 game and 64 steps; --learning-rate 0.0001 (the default) on a run of lr 1e-3 is refused."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(short_run, tmp_path / "runs" / short_run.name)
+    resume = ["--resume", f"runs/{short_run.name}", "--no-cuda"]
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main([*resume, "--learning-rate", "0.0001"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "--learning-rate 0.001" in err and "drop --learning-rate 0.0001" in err, err
+
+    argv = [*resume, "--total-timesteps", "10000000", "--eval-episodes", "10"]
+    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(), dqn_atari.typed_fields(argv))
+    assert (args.total_timesteps, args.eval_episodes, args.learning_rate) == (10_000_000, 10, 1e-3)
+    games = []  # the whole path through main(), with 16 more steps instead of 10M, and no games played
+    monkeypatch.setattr(dqn_atari, "evaluate", lambda q_network, env_id, eval_episodes, *a, **k: games.append(eval_episodes) or [0.0] * eval_episodes)
+    dqn_atari.main([*resume, "--total-timesteps", "80", "--eval-episodes", "10", "--save-model"])
+    assert games == [10], "the typed --eval-episodes 10, not the saved 1"
+    state, _, _ = load_checkpoint_files(tmp_path / "runs" / short_run.name / "checkpoint-80")
+    assert state["args"]["eval_episodes"] == 10 and state["args"]["learning_rate"] == 1e-3
+
+
+def test_an_extended_run_keeps_its_epsilon(tmp_path, monkeypatch):
+    """A run of 1,000 steps (epsilon decays over its first 100) stopped at its checkpoint at step 50, then
+    extended to 4,000 steps: epsilon goes on from 0.505 and reaches end-e at step 100, as the run started
+    (recomputed from the new total, it would jump back up to 0.88). A checkpoint written before the decay
+    length was saved goes on with the fraction of the total it was saved with: the same here."""
+    epsilons, schedule = {}, dqn_atari.linear_schedule
+
+    def recording_schedule(start_e, end_e, duration, t):
+        epsilons[t] = schedule(start_e, end_e, duration, t)
+        return epsilons[t]
+
+    original = dqn_atari.save_checkpoint
+
+    def save_checkpoint_then_stop(run_dir, state, rb):
+        original(run_dir, state, rb)
+        signal.raise_signal(signal.SIGTERM)  # the loop stops after the step of its first checkpoint
+
+    monkeypatch.setattr(dqn_atari, "linear_schedule", recording_schedule)
+    monkeypatch.setattr(dqn_atari, "save_checkpoint", save_checkpoint_then_stop)
+    monkeypatch.chdir(tmp_path)
+    run = dict(TINY_RUN, total_timesteps=1000, exploration_fraction=0.1, checkpoint_frequency=50)
+    result = dqn_atari.train(dqn_atari.Args(**run))
+    assert max(epsilons) == 49, "the run stopped at its checkpoint, mid-decay"
+    shutil.copytree(tmp_path / "runs", tmp_path / "old" / "runs")
+    for cwd, folder in ((tmp_path, "runs"), (tmp_path / "old", "runs")):
+        monkeypatch.chdir(cwd)
+        if cwd != tmp_path:  # as written before the decay length was saved
+            path = Path(folder) / result["run_name"] / "checkpoint-50" / "state.pt"
+            state = torch.load(path, weights_only=True)
+            del state["exploration_steps"]
+            torch.save(state, path)
+        for t in range(50, 1000):
+            epsilons.pop(t, None)
+        dqn_atari.train(dqn_atari.Args(resume=f"{folder}/{result['run_name']}", total_timesteps=4000, checkpoint_frequency=120, cuda=False))
+        assert sorted(epsilons) == list(range(120)), "both runs, stopped at the checkpoint of step 120"
+        for t, epsilon in epsilons.items():
+            assert epsilon == pytest.approx(schedule(1.0, 0.01, 100, t)), f"step {t}"
 
 
 # Ctrl-C
