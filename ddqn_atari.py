@@ -67,7 +67,7 @@ class Args:
     hf_entity: str = ""
     """the user or org name of the model repository from the Hugging Face Hub"""
     eval_episodes: int = 10
-    """the number of full games played by the final evaluation"""
+    """the number of full games played by the final evaluation (at epsilon 0.05, as in the Nature paper)"""
     eval_only: Optional[str] = None
     """a saved model to evaluate without training: a .pt file, a run folder or a Hugging Face Hub repo id"""
     checkpoint_frequency: int = 500_000
@@ -219,7 +219,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, training=True):
         if training:
             env = EpisodicLifeEnv(env)
         if "FIRE" in env.unwrapped.get_action_meanings():
-            env = FireResetEnv(env)
+            env = FireResetEnv(env) if training else FireAfterLifeLossEnv(FireResetEnv(env))  # evaluation: FIRE after lost lives too
         if training:
             env = ClipRewardEnv(env)
         env = gym.wrappers.ResizeObservation(env, (84, 84))
@@ -370,8 +370,7 @@ def gradient_step(q_network, target_network, optimizer, batch, gamma):
 
 # TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
 def train(args: Args, make_env=make_env, typed=None):
-    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores.
-    typed: the fields set on the command line, which --resume applies (None: those that differ from their default)."""
+    """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
     # TRY NOT TO MODIFY: arguments, seeding, the replay memory and the games (Run, in PLUMBING below)
     run = Run(args, make_env, typed)
     args, device, envs, rb = run.args, run.device, run.envs, run.rb
@@ -396,9 +395,7 @@ def train(args: Args, make_env=make_env, typed=None):
     with run.stoppable():  # Ctrl-C or SIGTERM: the loop stops after its step, and the run ends as below
         while global_step < args.total_timesteps and not run.stop_requests:
             # ALGO LOGIC: put action logic here
-            # the decay takes exploration_fraction * total_timesteps of the run's start, in steps: a run
-            # extended with `--resume --total-timesteps` keeps its epsilon (see Run.resume)
-            epsilon = linear_schedule(args.start_e, args.end_e, run.exploration_steps, global_step)
+            epsilon = linear_schedule(args.start_e, args.end_e, run.exploration_steps, global_step)  # decays over exploration_fraction * total_timesteps of the run's start
             actions = rng.integers(envs.single_action_space.n, size=args.num_envs)
             greedy = rng.random(args.num_envs) >= epsilon
             if greedy.any():
@@ -671,7 +668,8 @@ class Progress:
 
 class Run:
     """Everything a training run does around the DQN loop of train(): its arguments, folder, device,
-    replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end)."""
+    replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end).
+    typed: the fields set on the command line, which --resume applies (None: those that differ from their default)."""
 
     def __init__(self, args: Args, make_env, typed=None):
         self.state = None
@@ -833,8 +831,33 @@ class Run:
 
 
 # EVALUATION AND SAVING
+class FireAfterLifeLossEnv(gym.Wrapper):
+    """Evaluation only: press FIRE after each lost life, without ending the episode. In training, a lost life
+    ends the episode and FireResetEnv presses FIRE at the next one, so the agent never had to learn FIRE;
+    without this wrapper, in a game that waits for it after a lost life (Breakout), it would stand still
+    until a random action (epsilon) presses FIRE."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.lives = self.unwrapped.ale.lives()
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.unwrapped.ale.lives()
+        for action in (1, 2) if 0 < lives < self.lives else ():  # FIRE, then another action, as FireResetEnv does
+            if terminated or truncated:
+                break
+            obs, more, terminated, truncated, info = self.env.step(action)
+            reward += more
+        self.lives = self.unwrapped.ale.lives()
+        return obs, reward, terminated, truncated, info
+
+
 def evaluate(q_network, env_id, eval_episodes, run_name, device, epsilon=0.05, capture_video=False, seed=0, make_env=make_env):
-    """Play full games (no episodic life, real rewards) with epsilon-greedy actions; return their scores."""
+    """Play full games (all lives, real rewards, FIRE after each lost life) with epsilon-greedy actions;
+    return their scores. epsilon 0.05: the Nature paper's evaluation (Mnih et al. 2015); CleanRL's
+    dqn_atari.py evaluates at --end-e (0.01)."""
     env = make_env(env_id, seed, 0, capture_video, run_name, training=False)()
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)

@@ -198,6 +198,40 @@ def test_fire_reset_presses_fire_then_right_after_reset(algo):
     assert game.actions == [1, 2, 3, 1, 2]
 
 
+# FireAfterLifeLossEnv
+def test_fire_after_life_loss_presses_fire_then_right_and_goes_on(algo):
+    """Evaluation: after the step that loses a life, FIRE then RIGHT in the same step, rewards summed; the
+    episode goes on. No press after other steps, nor after the step that ends the game."""
+    game = StubAtari(rewards={3: 1.0, 4: 2.0}, life_loss_at=(2,), game_over_at=6, lives=3)
+    env = algo.FireAfterLifeLossEnv(game)
+    env.reset(seed=0)
+    env.step(3)
+    assert game.actions == [3]
+    obs, reward, terminated, _, _ = env.step(3)  # raw frame 2: a life is lost
+    assert game.actions == [3, 3, 1, 2] and reward == 3.0 and not terminated
+    np.testing.assert_array_equal(obs, game.frame(4))
+    env.step(0)
+    _, _, terminated, _, _ = env.step(0)  # raw frame 6: game over
+    assert terminated and game.actions == [3, 3, 1, 2, 0, 0]
+
+
+def test_evaluation_presses_fire_after_each_lost_life(algo):
+    """Breakout waits for FIRE after a lost life. An agent that only presses NOOP loses its 5 lives in ~115
+    steps when FIRE follows each lost life, as it does in training; else its game waits at the second life
+    (until the 27,000-step limit, or a random action that is FIRE)."""
+    env = algo.make_env("BreakoutNoFrameskip-v4", 0, 0, False, "test", training=False)()
+    env.reset(seed=0)
+    lives = [env.unwrapped.ale.lives()]
+    for _ in range(1000):
+        _, _, terminated, truncated, _ = env.step(0)
+        lives.append(env.unwrapped.ale.lives())
+        if terminated or truncated:
+            break
+    env.close()
+    assert terminated, f"the game did not end in 1,000 steps: lives {lives[0]} -> {lives[-1]}"
+    assert sorted(set(lives), reverse=True) == [5, 4, 3, 2, 1, 0], "one life at a time, all of them in one episode"
+
+
 # ClipRewardEnv
 def test_clip_reward_keeps_only_the_sign(algo):
     rewards = {1: 5.0, 2: -3.0, 3: 0.0, 4: 0.25, 5: -0.5, 6: 200.0}
@@ -210,13 +244,26 @@ def test_clip_reward_keeps_only_the_sign(algo):
 
 # the whole stack on a real game
 class FireThenRight(gym.Wrapper):
-    """Reference for FireResetEnv on the gymnasium stack: FIRE, then RIGHT, after each reset."""
+    """Reference for FireResetEnv and FireAfterLifeLossEnv on the gymnasium stack: FIRE, then RIGHT, after
+    each reset and after each step that loses a life (while the game goes on)."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
         self.env.step(1)
         obs, _, _, _, info = self.env.step(2)
+        self.lives = self.unwrapped.ale.lives()
         return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.unwrapped.ale.lives() < self.lives and not (terminated or truncated):
+            _, fire_reward, terminated, truncated, _ = self.env.step(1)
+            if not (terminated or truncated):
+                obs, right_reward, terminated, truncated, info = self.env.step(2)
+                fire_reward += right_reward
+            reward += fire_reward
+        self.lives = self.unwrapped.ale.lives()
+        return obs, reward, terminated, truncated, info
 
 
 @pytest.mark.parametrize("seed", [3])
