@@ -695,7 +695,7 @@ class Run:
         check_buffer_fits(args.buffer_size, frame_shape, self.device)
         # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
         # files are checked before they start: their ALE banner on stderr would bury the one error line
-        self.rb = ReplayBuffer(args.buffer_size, args.num_envs, frame_shape, self.device, args.seed)
+        self.rb = CheckpointedReplayBuffer(args.buffer_size, args.num_envs, frame_shape, self.device, args.seed)
         if self.state:
             try:
                 load_replay_buffer(self.rb, self.checkpoint_folder, check_only=True)
@@ -798,6 +798,9 @@ class Run:
             self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
         elif stop_requests:
             print(": its checkpoint is written" if args.checkpoint_frequency else "")
+        if self.rb.writer is not None and self.rb.writer.is_alive():
+            print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
+        self.rb.wait_for_checkpoint()
         interrupted = self.interrupted or bool(stop_requests)
 
         eval_returns = []
@@ -946,21 +949,51 @@ def eval_only(args: Args):
 
 # CHECKPOINTS: what --resume continues from
 def save_checkpoint(run_dir, state, rb):
-    """Write what --resume needs into a new folder, then point checkpoint.json at it. Renames are
-    atomic, so a kill at any moment leaves the previous checkpoint whole and pointed at."""
-    folder = run_dir / f"checkpoint-{state['global_step']}"
-    partial = run_dir / "checkpoint.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    torch.save(state, partial / "state.pt")
-    save_replay_buffer(rb, partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
-    os.replace(run_dir / "checkpoint.json.partial", run_dir / "checkpoint.json")
-    for old in run_dir.glob("checkpoint-*"):
-        if old != folder:
-            shutil.rmtree(old)
+    """Start writing a checkpoint into a new folder, and return: a background thread (rb.writer) writes it
+    while the loop goes on, from copies of what the loop changes (the state, the small arrays of the
+    replay memory and its frame chunks being written into), then points checkpoint.json at it. Renames
+    are atomic, so a kill at any moment leaves the previous checkpoint whole and pointed at."""
+    import copy
+    import threading
+
+    rb.wait_for_checkpoint()  # one write at a time: its frame files are linked to the previous checkpoint's
+    pointer = run_dir / "checkpoint.json"
+    previous = run_dir / json.loads(pointer.read_text())["folder"] if pointer.exists() else None
+    state = copy.deepcopy(state)  # the networks and the optimizer change at the next gradient step
+    replay = {name: np.array(getattr(rb, name)[:, : rb.filled].cpu()) for name in REPLAY_ARRAYS}
+    replay.update(pos=rb.pos.copy(), rng=rb.rng.get_state().numpy(), chunk=rb.chunk)
+    # the frame chunks that changed since the previous checkpoint are written, the others linked to its files;
+    # the chunks that the next step writes into are copied now, the others written from the live memory
+    chunks = range(-(-rb.filled // rb.chunk))
+    changed = [c for c in chunks if rb.changed[c] or previous is None or not (previous / chunk_file(c)).exists()]
+    head = rb.chunks_written_next(np.ones(rb.num_envs, dtype=bool))
+    copies = {c: np.array(rb.frame_chunk(c, rb.filled).cpu()) for c in changed if c in head}
+    rb.changed[:] = False
+    rb.unsaved = set(changed) - set(copies)
+    # from the chunk after the write position on: the order in which the ring overwrites them
+    order = sorted(changed, key=lambda c: (c - rb.pos[0] // rb.chunk - 1) % len(rb.changed))
+
+    def write():
+        folder, partial = run_dir / f"checkpoint-{state['global_step']}", run_dir / "checkpoint.partial"
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            torch.save(state, partial / "state.pt")
+            save_replay_buffer(rb, partial, previous, replay, order, copies)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+            (run_dir / "checkpoint.json.partial").write_text(json.dumps({"folder": folder.name, "global_step": state["global_step"]}))
+            os.replace(run_dir / "checkpoint.json.partial", pointer)
+            for old in run_dir.glob("checkpoint-*"):
+                if old != folder:
+                    shutil.rmtree(old)
+        except BaseException as e:  # raised in the main thread by wait_for_checkpoint
+            rb.write_error = e
+        finally:
+            rb.unsaved = set()
+
+    rb.writer = threading.Thread(target=write, name="checkpoint-writer")
+    rb.writer.start()
 
 
 RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
@@ -1019,30 +1052,96 @@ def typed_fields(argv):
 REPLAY_ARRAYS = ("actions", "rewards", "dones", "first", "valid")
 
 
-def save_replay_buffer(rb, folder):
-    """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed."""
-    np.save(folder / "frames.npy", rb.frames[:, : rb.filled].cpu().numpy())
-    arrays = {name: getattr(rb, name)[:, : rb.filled].cpu().numpy() for name in REPLAY_ARRAYS}
-    np.savez(folder / "replay.npz", pos=rb.pos, rng=rb.rng.get_state().numpy(), **arrays)
+class CheckpointedReplayBuffer(ReplayBuffer):
+    """The replay memory of a run, with what its checkpoints need: the frames are saved in chunks of
+    CHUNK_FRAMES frames (one file each), and it knows which chunks changed since the last checkpoint.
+    While a checkpoint is written in the background, add() waits before it writes into a chunk that is
+    not on disk yet (the checkpoint writes those in the order in which the ring reaches them)."""
+
+    CHUNK_FRAMES = 16_384  # 115 MB files: a checkpoint writes what changed, to within one file
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_chunk(max(1, self.CHUNK_FRAMES // self.num_envs))  # slots per chunk, of each game
+        self.writer, self.write_error, self.unsaved = None, None, set()
+
+    def set_chunk(self, chunk):
+        self.chunk = chunk
+        self.changed = np.zeros(-(-self.capacity // chunk), dtype=bool)  # since the last checkpoint
+
+    def frame_chunk(self, c, filled):
+        return self.frames[:, c * self.chunk : min((c + 1) * self.chunk, filled)]
+
+    def chunks_written_next(self, store):
+        slots = self.pos[store]
+        return set((np.concatenate([slots, (slots + 1) % self.capacity]) // self.chunk).tolist())
+
+    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
+        chunks = self.chunks_written_next(store)
+        while self.unsaved & chunks:  # the checkpoint being written still needs what is in these chunks
+            self.writer.join(0.01)
+        self.changed[list(chunks)] = True
+        super().add(obs, actions, rewards, next_obs, terminations, truncations, first, store)
+
+    def wait_for_checkpoint(self):
+        if self.writer is not None:
+            self.writer.join()
+        if self.write_error is not None:
+            error, self.write_error = self.write_error, None
+            raise error
+
+
+def chunk_file(c):
+    return f"frames-{c:05d}.npy"
+
+
+def save_replay_buffer(rb, folder, previous, replay, order, copies):
+    """Raw uint8 frames (np.save) and the small arrays: written and read at disk speed. The chunks in
+    `order` are written (from `copies`, else from the buffer), the others hard-linked to the previous
+    checkpoint's files (the same bytes: no write; a copy on a filesystem without links)."""
+    np.savez(folder / "replay.npz", **replay)
+    filled = replay["actions"].shape[1]  # the loop may have added frames since: they are not part of it
+    for c in order:
+        np.save(folder / chunk_file(c), copies[c] if c in copies else rb.frame_chunk(c, filled).cpu().numpy())
+        rb.unsaved.discard(c)
+    for c in range(-(-filled // rb.chunk)):
+        if c not in order:
+            try:
+                os.link(previous / chunk_file(c), folder / chunk_file(c))
+            except OSError:
+                shutil.copyfile(previous / chunk_file(c), folder / chunk_file(c))
+
+
+def replay_frames(folder, replay, filled):
+    """The frame files of a checkpoint as (first slot, end slot, memory map): read in chunks, never twice
+    in memory. A checkpoint written before the frames were chunked has one frames.npy."""
+    if "chunk" not in replay:
+        return [(0, filled, np.load(folder / "frames.npy", mmap_mode="r"))]
+    chunk = int(replay["chunk"])
+    return [(start, min(start + chunk, filled), np.load(folder / chunk_file(start // chunk), mmap_mode="r")) for start in range(0, filled, chunk)]
 
 
 def load_replay_buffer(rb, folder, check_only=False):
     """check_only: only check that the files fit this buffer (cheap, nothing is read into it)."""
     saved = np.load(folder / "replay.npz")
-    frames = np.load(folder / "frames.npy", mmap_mode="r")  # read in chunks, never twice in memory
-    filled = frames.shape[1]
-    if frames.shape[0] != rb.num_envs or filled > rb.capacity or frames.shape[2:] != rb.frames.shape[2:]:
-        raise ValueError(f"replay buffer of shape {frames.shape}, expected {tuple(rb.frames.shape)}")
-    if saved["pos"].shape != (rb.num_envs,) or any(saved[name].shape != frames.shape[:2] for name in REPLAY_ARRAYS):
-        raise ValueError(f"replay.npz does not match frames.npy of shape {frames.shape}")
+    filled = saved["actions"].shape[1]
+    if saved["pos"].shape != (rb.num_envs,) or any(saved[name].shape != (rb.num_envs, filled) for name in REPLAY_ARRAYS) or filled > rb.capacity:
+        raise ValueError(f"replay.npz holds arrays of shape {saved['actions'].shape}, expected ({rb.num_envs}, <= {rb.capacity})")
+    parts = replay_frames(folder, saved, filled)
+    for start, stop, frames in parts:
+        if frames.shape != (rb.num_envs, stop - start, *rb.frames.shape[2:]):
+            raise ValueError(f"frames of shape {frames.shape} for slots {start} to {stop}, expected {(rb.num_envs, stop - start, *rb.frames.shape[2:])}")
     if check_only:
         return
-    for start in range(0, filled, 50_000):
-        chunk = np.array(frames[:, start : start + 50_000])
-        rb.frames[:, start : start + chunk.shape[1]] = torch.from_numpy(chunk).to(rb.device)
+    for start, _, frames in parts:
+        for offset in range(0, frames.shape[1], 50_000):
+            chunk = np.array(frames[:, offset : offset + 50_000])
+            rb.frames[:, start + offset : start + offset + chunk.shape[1]] = torch.from_numpy(chunk).to(rb.device)
     for name in REPLAY_ARRAYS:
         getattr(rb, name)[:, :filled] = torch.from_numpy(saved[name]).to(rb.device)
     rb.filled = filled
+    if "chunk" in saved:  # the next checkpoint links its unchanged chunks to these files (after frames.npy: none)
+        rb.set_chunk(int(saved["chunk"]))
     try:
         rb.rng.set_state(torch.from_numpy(saved["rng"]))
     except (RuntimeError, TypeError):  # saved on another kind of device: the draws go on from the seed

@@ -127,8 +127,9 @@ def assert_same(actual, expected, where="state"):
 
 
 def load_checkpoint_files(folder):
+    """The state, the frames (the chunk files, end to end) and the small arrays of a checkpoint folder."""
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    frames = np.load(folder / "frames.npy")
+    frames = np.concatenate([np.load(f) for f in sorted(folder.glob("frames-*.npy"))], axis=1)
     with np.load(folder / "replay.npz") as replay:
         arrays = {name: replay[name] for name in replay.files}
     return state, frames, arrays
@@ -316,15 +317,16 @@ class Killed(Exception):
 
 
 def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_run, tmp_path, monkeypatch):
-    """The next checkpoint dies after its state.pt and frames.npy, before replay.npz (as a SIGKILL
-    would leave it); --resume then continues from the previous one, and the next checkpoint cleans up."""
+    """The next checkpoint's write dies after its state.pt and a frame chunk, before replay.npz (as a SIGKILL
+    would leave it); the run raises it at its next checkpoint. --resume then continues from the previous
+    one, and the next checkpoint cleans up."""
     monkeypatch.chdir(tmp_path)
     run_dir, step = copy_run(killed_run, tmp_path), killed_run["step"]
     resume = f"runs/{killed_run['run_name']}"
     before = snapshot(run_dir / f"checkpoint-{step}")
 
-    def save_and_die(rb, folder):
-        np.save(folder / "frames.npy", rb.frames[:, : rb.filled].cpu().numpy())
+    def save_and_die(rb, folder, *args):
+        np.save(folder / "frames-00000.npy", rb.frames[:, : rb.filled].cpu().numpy())
         raise Killed
 
     with monkeypatch.context() as mp:
@@ -332,7 +334,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_ru
         with pytest.raises(Killed):
             dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 200, checkpoint_frequency=100, cuda=False))
     partial = run_dir / "checkpoint.partial"
-    assert (partial / "state.pt").is_file() and (partial / "frames.npy").is_file() and not (partial / "replay.npz").exists()
+    assert (partial / "state.pt").is_file() and (partial / "frames-00000.npy").is_file() and not (partial / "replay.npz").exists()
     assert torch.load(partial / "state.pt", weights_only=True)["global_step"] == step + 100, "the write was interrupted"
 
     state, folder, args = dqn_atari.load_checkpoint(resume, dqn_atari.Args())
@@ -348,6 +350,56 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_ru
     assert resumed_state["global_step"] == step + 100 and frames.shape[1] == arrays["actions"].shape[1]
 
 
+# checkpoints write what changed since the last one, in the background
+def add_random_steps(rb, steps, rng):
+    """`steps` steps of random 6x6 frames into both games of rb, some of them ending an episode."""
+    for _ in range(steps):
+        obs, next_obs = (torch.from_numpy(rng.integers(0, 256, (2, 4, 6, 6), dtype=np.uint8)) for _ in range(2))
+        ended = rng.random(2) < 0.05
+        rb.add(obs, rng.integers(4, size=2), rng.random(2), next_obs, ended, np.zeros(2, dtype=bool), rng.random(2) < 0.05, np.ones(2, dtype=bool))
+
+
+def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkeypatch):
+    """Chunks of 32 slots a game, 16 of them. Four checkpoints, each written while the next steps are added
+    (np.save is slowed down): each holds the memory as it was when it started, the chunks that the steps
+    since the previous one did not touch are that one's files (hard links), and the others are new. After
+    480 steps every chunk has changed, and the next steps overwrite the chunks that the checkpoint has yet
+    to write: add() must wait for them. dqn_atari.py only (see the module docstring)."""
+    monkeypatch.setattr(dqn_atari.CheckpointedReplayBuffer, "CHUNK_FRAMES", 64)
+    rb = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=0)
+    assert (rb.chunk, len(rb.changed)) == (32, 16)
+    save = np.save
+    monkeypatch.setattr(np, "save", lambda *args, **kwargs: time.sleep(0.02) or save(*args, **kwargs))
+    rng, run_dir, inodes = np.random.default_rng(0), tmp_path / "run", {}
+    run_dir.mkdir()
+    add_random_steps(rb, 300, rng)
+    linked_counts = []
+    for step, steps_after in ((300, 150), (450, 480), (930, 150), (1080, 0)):
+        expected = {name: getattr(rb, name).clone() for name in ("frames", *BUFFER_ARRAYS)}
+        expected.update(pos=rb.pos.copy(), filled=rb.filled)
+        touched = {int(c) for c in np.flatnonzero(rb.changed)}
+        dqn_atari.save_checkpoint(run_dir, {"global_step": step}, rb)
+        add_random_steps(rb, steps_after, rng)  # while the checkpoint is written
+        rb.wait_for_checkpoint()
+        folder = run_dir / f"checkpoint-{step}"
+        assert checkpoint_pointer(run_dir) == {"folder": folder.name, "global_step": step}
+        assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [folder.name], "the previous one is removed"
+        loaded = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
+        dqn_atari.load_replay_buffer(loaded, folder)
+        assert loaded.filled == expected["filled"]
+        for name in ("frames", *BUFFER_ARRAYS):
+            assert torch.equal(getattr(loaded, name)[:, : loaded.filled], expected[name][:, : loaded.filled]), f"{name} at step {step}"
+        chunks = sorted(folder.glob("frames-*.npy"))
+        assert len(chunks) == -(-expected["filled"] // 32)
+        now = {f.name: f.stat().st_ino for f in chunks}
+        linked = {int(name[7:12]) for name, inode in now.items() if inodes.get(name) == inode}
+        if inodes:  # the chunks of the steps since the previous checkpoint are written, the others linked
+            assert linked == set(range(len(chunks))) - touched, (sorted(touched), sorted(linked))
+            linked_counts.append(len(linked))
+        inodes = now
+    assert linked_counts[0] >= 8 and linked_counts[1] == 0 and linked_counts[2] >= 8, linked_counts
+
+
 # bad --resume inputs, as a user runs them
 def damage_state(run_dir):
     folder = run_dir / checkpoint_pointer(run_dir)["folder"]
@@ -356,8 +408,8 @@ def damage_state(run_dir):
 
 def reshape_frames(run_dir):
     folder = run_dir / checkpoint_pointer(run_dir)["folder"]
-    filled = np.load(folder / "frames.npy", mmap_mode="r").shape[1]
-    np.save(folder / "frames.npy", np.zeros((1, filled, 42, 42), dtype=np.uint8))
+    filled = np.load(folder / "frames-00000.npy", mmap_mode="r").shape[1]
+    np.save(folder / "frames-00000.npy", np.zeros((1, filled, 42, 42), dtype=np.uint8))
 
 
 BAD_RESUME = {  # case: (prepare the cwd -> the --resume folder, extra flags, what the error line must name)
