@@ -444,6 +444,8 @@ def check_args(args: Args) -> None:
         (args.report_every < 1 or args.report_window < 1, "--report-every and --report-window must be at least 1"),
         (args.startup_trials < 0 or args.warmup_steps < 0, "--startup-trials and --warmup-steps cannot be negative"),
         (args.heartbeat < 1, "--heartbeat must be at least 1 second"),
+        (args.timeout is not None and not args.timeout > 0, "--timeout must be a positive number of seconds"),
+        (not args.stop_timeout >= 0, "--stop-timeout cannot be negative"),
     ]
     for bad, message in problems:
         if bad:
@@ -514,16 +516,47 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
     return study
 
 
+def option_error(event) -> None:
+    """tyro's hook on a bad tune.py option: one line (a UsageError) instead of tyro's box of ten."""
+    options = [f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(Args) if field.name != "script"]
+    kind = type(event).__name__
+    names = getattr(getattr(getattr(event, "argument", None), "lowered", None), "name_or_flags", None) or ()
+    flag = "/".join(names)
+    tokens = getattr(event, "tokens", None) or getattr(event, "unrecognized_tokens", None)
+    if tokens:
+        option = next((token.split("=")[0] for token in tokens if token.startswith("-")), None)
+        if option is None:
+            raise UsageError(f"unexpected {shlex.join(tokens)}: tune.py tunes one script, and its flags go after --")
+        close = difflib.get_close_matches(option, options, n=1)
+        hint = f"did you mean {close[0]}?" if close else "a flag of the script goes after -- (tune.py SCRIPT ... -- --flag value)"
+        raise UsageError(f"tune.py has no option {option}: {hint}")
+    if kind == "MissingArgs" or flag == "script":
+        raise UsageError("name the script to tune: python tune.py dqn_frozenlake_tabular.py --param FLAG=LOW:HIGH ...")
+    if kind == "InvalidChoice":
+        raise UsageError(f"{flag} {event.value}: choose one of {', '.join(event.choices)}")
+    if kind == "BadValue" and flag:
+        raise UsageError(f"{flag} needs a value: see python tune.py --help")
+    if kind == "InstantiationFailure" and flag:
+        raise UsageError(f"bad value for {flag}: {event.message.splitlines()[0]}")
+    raise UsageError(f"bad tune.py options ({kind}): see python tune.py --help")
+
+
+def parse_options(argv: list[str]) -> Args:
+    """tune.py's options; a bad one is one error line, as the scripts do it."""
+    hook = getattr(getattr(tyro, "_errors", None), "on_parse_error", None)  # tyro's own hook (pinned version)
+    with hook(option_error) if hook else contextlib.nullcontext():  # another tyro: its own box
+        return tyro.cli(Args, args=argv)
+
+
 def main(argv: Optional[list[str]] = None) -> optuna.Study:
     argv = sys.argv[1:] if argv is None else argv
     # tune.py's flags, then `--`, then the script's fixed flags
     split = argv.index("--") if "--" in argv else len(argv)
-    args = tyro.cli(Args, args=argv[:split])
     sys.stdout.reconfigure(line_buffering=True)  # one line per trial, also into a log file
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines instead, without tracebacks
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
     try:
-        return tune(args, argv[split + 1 :])
+        return tune(parse_options(argv[:split]), argv[split + 1 :])
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

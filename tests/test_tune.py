@@ -168,6 +168,12 @@ def test_a_killed_study_continues_from_its_storage(tmp_path, kill):
         (["--param", "gamma=0.9:0.99", "--storage", "study.txt"], [], "give sqlite:///FILE.db, a journal file"),
         ([], [], "nothing to search"),
         (["--param", "gamma=0.9:0.99", "--space", "no-such-file.txt"], [], "--space no-such-file.txt: cannot read it"),
+        # tune.py's own options: one line, as the scripts say it, not tyro's box
+        (["--param", "gamma=0.9:0.99", "--n-trails", "3"], [], "tune.py has no option --n-trails: did you mean --n-trials?"),
+        (["--param", "gamma=0.9:0.99", "--total-episodes", "3"], [], "a flag of the script goes after --"),
+        (["--param", "gamma=0.9:0.99", "--n-trials", "many"], [], "bad value for --n-trials"),
+        (["--param", "gamma=0.9:0.99", "--pruner", "mediam"], [], "choose one of median, halving, none"),
+        (["--param", "gamma=0.9:0.99", "--timeout", "-5"], [], "--timeout must be a positive number of seconds"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, fixed, message):
