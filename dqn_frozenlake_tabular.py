@@ -20,10 +20,14 @@ How it maps to Deep Q-Learning (course Unit 3, dqn_atari.py):
 - epsilon decays exponentially per episode (course Unit 2) instead of linearly per step (CleanRL's linear_schedule).
 """
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import io
+import itertools
 import json
+import math
 import os
 import pickle
 import re
@@ -63,7 +67,7 @@ class Args:
     hf_entity: str = ""
     """the user or org name of the model repository from the Hugging Face Hub"""
     eval_only: Optional[str] = None
-    """evaluate a saved Q-table (a run folder, its q_table.npy, or a Hugging Face Hub repo id) without training"""
+    """evaluate a saved Q-table (a run folder, its q_table.npy, or a Hugging Face Hub repo id) without training: the run's game, seed and --eval-episodes unless typed"""
 
     # Algorithm specific arguments; None = the env's default from ENV_DEFAULTS (printed when training starts)
     env_id: str = "FrozenLake-v1"
@@ -246,16 +250,83 @@ def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -
 # it: argument checks, videos without pygame, wandb, TensorBoard and progress, saving, --eval-only, the Hub.
 # ================================================================================================================
 class UsageError(Exception):
-    """Bad flags or an environment a Q-table cannot handle; __main__ prints it as one line and exits 2."""
+    """Bad flags or an environment a Q-table cannot handle; main() prints it as one line and exits 2."""
+
+
+def parse_args(argv: list[str]) -> tuple[Args, set[str]]:
+    """tyro.cli(Args), a bad command line as one UsageError; also the fields typed on it: --eval-only must tell
+    a typed `--seed 1` from the default 1, which the parsed Args cannot."""
+    flags = {}  # every spelling tyro accepts -> the field: --map-name, --map_name, --no-is-slippery
+    for field in dataclasses.fields(Args):
+        flags["--" + field.name.replace("_", "-")] = field.name
+        if field.type is bool:
+            flags["--no-" + field.name.replace("_", "-")] = field.name
+    typed = set()
+    for token in argv:
+        if not token.startswith("--") or token == "--help":
+            continue
+        flag = token.split("=", 1)[0].replace("_", "-")
+        if flag not in flags:
+            close = difflib.get_close_matches(flag, [f for f in flags if not f.startswith("--no-")], n=2)
+            raise UsageError(f"unknown option {flag}: " + (f"did you mean {' or '.join(close)}?" if close else "see --help"))
+        typed.add(flags[flag])
+    tyro_says = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(tyro_says):
+            args = tyro.cli(Args, args=argv)
+    except SystemExit as e:
+        if not e.code:  # --help, printed on stdout
+            raise
+        # tyro draws a box of ~10 lines; its first paragraph is the error ("Error parsing --seed: invalid literal ...")
+        lines = [line.strip("│╭╰─ ") for line in tyro_says.getvalue().splitlines()[1:]]
+        message = " ".join(itertools.takewhile(bool, lines))
+        raise UsageError(f"{message or 'bad command line'} (see --help)") from None
+    return args, typed
+
+
+def check_args(args: Args) -> None:
+    """Each number in its range, before an env is built or a file written; None = the env's default, valid."""
+    given = {k: getattr(args, k) for k in HYPERPARAMETERS if getattr(args, k) is not None}
+    problems = [
+        (args.seed < 0, f"--seed must be 0 or more (got {args.seed}): gymnasium seeds with non-negative integers"),
+        (given.get("total_episodes", 0) < 0, f"--total-episodes cannot be negative (got {args.total_episodes}; 0 evaluates the untrained table)"),
+        (
+            not 0 < given.get("learning_rate", 1) <= 1,
+            f"--learning-rate {args.learning_rate} is out of range: need 0 < --learning-rate <= 1 (the fraction of "
+            "the way to the TD target; 1 replaces Q(s, a) by it)",
+        ),
+        (not 0 <= given.get("gamma", 1) <= 1, f"--gamma {args.gamma} is out of range: need 0 <= --gamma <= 1"),
+        (given.get("max_steps", 1) < 1, f"--max-steps must be at least 1 (got {args.max_steps}): the episode's time limit"),
+        (not 0 <= args.start_e <= 1, f"--start-e {args.start_e} is out of range: need 0 <= --start-e <= 1"),
+        (not 0 <= args.end_e <= 1, f"--end-e {args.end_e} is out of range: need 0 <= --end-e <= 1"),
+        (
+            args.end_e > args.start_e,
+            f"--end-e {args.end_e} is above --start-e {args.start_e}: epsilon would rise during training "
+            "(need 0 <= --end-e <= --start-e <= 1)",
+        ),
+        # a negative rate makes exp(-decay_rate * episode) grow until it overflows: epsilon = inf
+        (
+            not 0 <= given.get("decay_rate", 0) < math.inf,
+            f"--decay-rate {args.decay_rate} is out of range: need a finite --decay-rate >= 0 (0 keeps epsilon at --start-e)",
+        ),
+        (args.eval_episodes < 1, f"--eval-episodes must be at least 1 (got {args.eval_episodes}): every run ends with an evaluation"),
+    ]
+    for bad, message in problems:  # NaN fails every range test above, so it is refused too
+        if bad:
+            raise UsageError(message)
+
+
+def canonical_env_id(env_id: str) -> str:
+    # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
+    return "Taxi-v4" if env_id == "Taxi-v3" else env_id
 
 
 def resolve_args(args: Args) -> Args:
     """Checks the env and flags, fills the per-env defaults; raises UsageError on anything a Q-table cannot run."""
-    env_id = args.env_id
-    if env_id == "Taxi-v3":
-        # the course's id; gymnasium 1.3 renamed it Taxi-v4 when it fixed the is_rainy dynamics (#1561)
-        print("note: Taxi-v3 is called Taxi-v4 in gymnasium >= 1.3; using Taxi-v4")
-        env_id = "Taxi-v4"
+    check_args(args)
+    env_id = canonical_env_id(args.env_id)
+    if env_id != args.env_id:
+        print(f"note: {args.env_id} is called {env_id} in gymnasium >= 1.3; using {env_id}")
     if env_id not in gym.registry and importlib.util.find_spec("ale_py") is not None:
         import ale_py  # registers the Atari ids, so that one gets pointed to dqn_atari.py rather than "unknown"
 
@@ -293,11 +364,7 @@ def resolve_args(args: Args) -> Args:
     map_name = args.map_name or ("4x4" if env_id == "FrozenLake-v1" else None)
     defaults = dict(zip(HYPERPARAMETERS, ENV_DEFAULTS.get((env_id, map_name, args.is_slippery), GENERIC_DEFAULTS)))
     defaults["max_steps"] = defaults["max_steps"] or gym.spec(env_id).max_episode_steps or 200
-    args = dataclasses.replace(args, **{k: v for k, v in defaults.items() if getattr(args, k) is None})
-    valid = 0 < args.learning_rate <= 1 and 0 <= args.gamma <= 1 and args.total_episodes >= 0 and args.eval_episodes > 0
-    if not valid:
-        raise UsageError("need 0 < --learning-rate <= 1, 0 <= --gamma <= 1, --total-episodes >= 0, --eval-episodes > 0")
-    return args
+    return dataclasses.replace(args, **{k: v for k, v in defaults.items() if getattr(args, k) is None})
 
 
 class AnsiToRgb(gym.Wrapper):
@@ -399,7 +466,7 @@ class Run:
             print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
 
     def end(self, q_table: np.ndarray) -> list[float]:
-        args, writer = self.args, self.writer
+        args, writer, run_dir = self.args, self.writer, Path(f"runs/{self.name}")
         try:
             eval_returns = evaluate(q_table, self.eval_env, args.eval_episodes, args.seed)
             for idx, episodic_return in enumerate(eval_returns):
@@ -414,7 +481,21 @@ class Run:
                 self.wandb_run.finish()
         if args.upload_model:  # after the close: the video is complete
             push_to_hub(args, self.name, q_table, eval_returns)
+        if args.capture_video:
+            print(f"the evaluation videos are in videos/{self.name}/")
+        if (run_dir / "q_table.npy").is_file():
+            # the saved args hold the seed and --eval-episodes: this command prints the score above again
+            print(f"evaluate it with: python {os.path.basename(__file__)} --eval-only {run_dir}")
+        print(f"run folder {run_dir}/: {describe_run_folder(run_dir)}")
         return eval_returns
+
+
+def describe_run_folder(run_dir: Path) -> str:
+    names = {path.name for path in run_dir.iterdir()}
+    contents = ["TensorBoard logs"] if any(name.startswith("events.out.tfevents") for name in names) else []
+    contents += [name for name in ("q_table.npy", "args.json") if name in names]
+    contents += ["hub/ (the Hugging Face Hub folder)"] if "hub" in names else []
+    return ", ".join(contents)
 
 
 def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None:
@@ -442,38 +523,87 @@ def save_model(q_table: np.ndarray, args: Args, run_name: str) -> None:
     # plain .npy + .json, no pickle: loading a file cannot run code
     np.save(f"runs/{run_name}/q_table.npy", q_table)
     Path(f"runs/{run_name}/args.json").write_text(json.dumps(vars(args), indent=2))
-    print(f"saved runs/{run_name}/q_table.npy and args.json; evaluate with --eval-only runs/{run_name}")
 
 
-def load_saved(path_or_repo: str) -> tuple[np.ndarray, dict]:
-    """The Q-table and saved args of a run folder, a q_table.npy, or a Hub repo id (user/name)."""
+def load_saved(path_or_repo: str) -> tuple[np.ndarray, dict, str]:
+    """The Q-table and saved args of a run folder, a q_table.npy, or a Hub repo id (user/name), and the run's name
+    (its folder's, or the repo's)."""
     path = Path(path_or_repo)
     q_path = path / "q_table.npy" if path.is_dir() else path
     if q_path.is_file():
         saved = json.loads((q_path.parent / "args.json").read_text()) if (q_path.parent / "args.json").is_file() else {}
-        return np.load(q_path), saved
+        return np.load(q_path), saved, q_path.resolve().parent.name
     if path.exists() or path_or_repo.count("/") != 1:
         raise UsageError(f"--eval-only {path_or_repo}: no Q-table there (expected a run folder, q_table.npy or a Hub repo id)")
-    return download_from_hub(path_or_repo)
+    return *download_from_hub(path_or_repo), path_or_repo.split("/")[1]
 
 
-def evaluate_saved(args: Args) -> list[float]:
-    """--eval-only: env settings come from the saved args.json unless a flag sets them to a non-default value."""
-    q_table, saved = load_saved(args.eval_only)
-    defaults = Args()
-    env_fields = ("env_id", "is_slippery", "map_name", "max_steps")
-    env_settings = {k: saved[k] for k in env_fields if k in saved and getattr(args, k) == getattr(defaults, k)}
-    args = resolve_args(dataclasses.replace(args, **env_settings))
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    env = make_eval_env(args, run_name)
+# --eval-only plays the saved run's game, and unless told otherwise its evaluation: the same seed, episodes and
+# time limit, so that it prints the score the run printed
+SAVED_GAME = ("env_id", "map_name", "is_slippery")
+SAVED_EVALUATION = ("seed", "eval_episodes", "max_steps")
+
+
+def evaluate_saved(args: Args, typed: Optional[set[str]] = None) -> list[float]:
+    """--eval-only. typed: the fields set on the command line (None, a call from Python: those that differ from
+    their default). A typed --seed, --eval-episodes or --max-steps changes the evaluation; a typed flag of another
+    game is refused (the table holds values of the saved game's states); a training flag is ignored, with a note."""
+    if typed is None:
+        typed = {field.name for field in dataclasses.fields(Args) if getattr(args, field.name) != field.default}
+    q_table, saved, name = load_saved(args.eval_only)
+    game = dataclasses.replace(Args(), **{k: saved[k] for k in SAVED_GAME if k in saved})
+    for field in SAVED_GAME:
+        given = getattr(args, field)
+        same = canonical_env_id(given) == canonical_env_id(saved[field]) if field == "env_id" else given == saved.get(field)
+        if field in typed and field in saved and not same:
+            raise UsageError(
+                f"{flag_text(field, given)} contradicts the saved run: its table was learned on {game_text(game)}, "
+                f"the game --eval-only plays (drop {flag_text(field, given).split()[0]})"
+            )
+    ignored = sorted(typed - set(SAVED_GAME + SAVED_EVALUATION) - {"eval_only", "capture_video"})
+    if ignored:
+        print(f"note: --eval-only trains and saves nothing: {', '.join(flag_text(f, getattr(args, f)).split()[0] for f in ignored)} ignored")
+    from_saved = {k: saved[k] for k in SAVED_GAME + SAVED_EVALUATION if k in saved and k not in typed}
+    args = resolve_args(dataclasses.replace(args, **{k: getattr(Args(), k) for k in ignored}, **from_saved))
+    env = make_env(args)  # no video yet: a table that does not fit must leave nothing written
+    spaces = (env.observation_space.n, env.action_space.n)
+    env.close()
+    if q_table.shape != spaces:
+        raise UsageError(
+            f"the Q-table of {args.eval_only} has {q_table.shape[0]} states x {q_table.shape[1]} actions, "
+            f"{game_text(args)} has {spaces[0]} x {spaces[1]}"
+        )
+    print(f"evaluating {args.eval_only} on {game_text(args)}: seed {args.seed}, {args.eval_episodes} episodes")
+    video_name = f"{name}-eval"  # videos/<run_name>-eval/, as the Atari scripts name their evaluation videos
+    for i in itertools.count(2):  # the next evaluations: -eval-2, -eval-3, ... (RecordVideo would overwrite)
+        if not Path(f"videos/{video_name}").exists():
+            break
+        video_name = f"{name}-eval-{i}"
+    env = make_eval_env(args, video_name)
     try:
-        if q_table.shape != (env.observation_space.n, env.action_space.n):
-            raise UsageError(f"Q-table shape {q_table.shape} does not fit {args.env_id}'s spaces")
         eval_returns = evaluate(q_table, env, args.eval_episodes, args.seed)
         report(q_table, eval_returns, env)
     finally:
         env.close()
+    if args.capture_video:
+        print(f"the videos are in videos/{video_name}/")
     return eval_returns
+
+
+def game_text(args: Args) -> str:
+    """FrozenLake-v1 (8x8, slippery), Taxi-v4."""
+    details = [args.map_name] if args.map_name else []
+    if args.env_id.startswith("FrozenLake") or args.is_slippery:
+        details.append("slippery" if args.is_slippery else "not slippery")
+    return args.env_id + (f" ({', '.join(details)})" if details else "")
+
+
+def flag_text(field: str, value) -> str:
+    """How a field is typed: --seed 2, --is-slippery, --no-is-slippery."""
+    flag = "--" + field.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {value}"
 
 
 # HUGGING FACE HUB: share the Q-table as Unit 2 does
@@ -602,7 +732,8 @@ def download_from_hub(repo_id: str) -> tuple[np.ndarray, dict]:
             return np.load(hf_hub_download(repo_id, "q_table.npy")), saved
         with open(hf_hub_download(repo_id, "q-learning.pkl"), "rb") as f:
             model = NumpyOnlyUnpickler(f).load()
-        return np.asarray(model["qtable"]), {"env_id": model["env_id"], "max_steps": model.get("max_steps")}
+        course = {"env_id": model["env_id"], "max_steps": model.get("max_steps"), "eval_episodes": model.get("n_eval_episodes")}
+        return np.asarray(model["qtable"]), {k: v for k, v in course.items() if v is not None}
     except Exception as e:
         raise UsageError(
             f"--eval-only {repo_id}: no local file of that name, and no Q-table (q_table.npy or q-learning.pkl) "
@@ -610,12 +741,18 @@ def download_from_hub(repo_id: str) -> tuple[np.ndarray, dict]:
         ) from None
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def main(argv: Optional[list[str]] = None):
+    """The command line: train (returns the Q-table and the evaluation returns) or --eval-only (the returns)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        evaluate_saved(args) if args.eval_only else train(args)
+        args, typed = parse_args(argv)
+        return evaluate_saved(args, typed) if args.eval_only else train(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # a second Ctrl-C, during evaluation
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,7 @@
 """Tests for dqn_frozenlake_tabular.py: pure pieces by import, full runs in process, CLI errors by subprocess."""
 
+import contextlib
+import io
 import os
 import pickle
 import re
@@ -366,3 +368,146 @@ def test_a_pickle_that_runs_code_is_refused(monkeypatch, tmp_path):
     with pytest.raises(tab.UsageError, match="someone/evil"):
         tab.evaluate_saved(tab.Args(eval_only="someone/evil"))
     assert not (tmp_path / "pwned").exists()
+
+
+# Issue 19: bad input is one `error:` line and exit 2 with nothing written; --eval-only scores as the run did
+def cli(capsys, *argv: str):
+    """tab.main(argv) in process, as the command line runs it: (exit code, stdout lines, stderr lines, result)."""
+    try:
+        result, code = tab.main(list(argv)), 0
+    except SystemExit as e:
+        result, code = None, e.code
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines(), result
+
+
+def assert_refused(capsys, argv, *names_in_line, not_in_line=()):
+    code, _, err, _ = cli(capsys, *argv)
+    assert code == 2
+    (line,) = err
+    assert line.startswith("error: ") and all(name in line for name in names_in_line), line
+    assert not any(name in line for name in not_in_line), line
+    assert not Path("runs").exists() and not Path("videos").exists()
+
+
+OTHER_FLAGS = ["--learning-rate", "--gamma", "--total-episodes", "--eval-episodes", "--max-steps", "--decay-rate"]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--max-steps", "0"], "--max-steps"),  # was gymnasium's traceback
+        (["--decay-rate", "-1"], "--decay-rate"),  # was accepted: exp(+episode) overflows, epsilon = inf
+        (["--decay-rate", "nan"], "--decay-rate"),
+        (["--learning-rate", "1.5"], "--learning-rate"),  # was one line listing all four limits
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--gamma", "1.2"], "--gamma"),
+        (["--gamma", "-0.1"], "--gamma"),
+        (["--total-episodes", "-1"], "--total-episodes"),
+        (["--eval-episodes", "0"], "--eval-episodes"),
+        (["--seed", "-1"], "--seed"),  # was gymnasium's traceback
+        (["--start-e", "1.5"], "--start-e"),
+        (["--end-e", "-0.1"], "--end-e"),
+    ],
+)
+def test_a_number_out_of_range_is_one_line_naming_its_flag(capsys, argv, flag):
+    assert_refused(capsys, argv, flag, not_in_line=[f for f in OTHER_FLAGS if f != flag])
+
+
+def test_epsilon_that_would_rise_is_refused(capsys):
+    """dqn_atari.py refuses the same pair: epsilon decays from --start-e down to --end-e."""
+    assert_refused(capsys, ["--start-e", "0.01", "--end-e", "0.5"], "--end-e 0.5", "--start-e 0.01")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--n-episodez", "3"], ["unknown option --n-episodez", "--total-episodes"]),  # was tyro's 5-line box
+        (["--seed", "abc"], ["--seed", "abc"]),
+        (["--gamma"], ["--gamma"]),
+    ],
+)
+def test_a_bad_command_line_is_one_line(capsys, argv, expected):
+    assert_refused(capsys, argv, *expected)
+
+
+def test_a_misspelled_option_from_the_shell_is_one_line():
+    result = run_script("--n-episodez", "3", timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line == "error: unknown option --n-episodez: did you mean --eval-episodes or --total-episodes?"
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A short run on the slippery lake with seed 2 and 40 evaluation episodes (neither is the default), saved:
+    (its folder, the lines it printed, its evaluation returns). Slippery, so that the seed changes the score."""
+    folder = tmp_path_factory.mktemp("saved_run")
+    cwd, out = os.getcwd(), io.StringIO()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(out):
+            _, eval_returns = tab.main(["--is-slippery", "--seed", "2", "--total-episodes", "500", "--eval-episodes", "40", "--save-model"])
+    finally:
+        os.chdir(cwd)
+    (run_dir,) = (folder / "runs").iterdir()
+    return run_dir, out.getvalue().splitlines(), eval_returns
+
+
+def test_eval_only_as_printed_gives_the_runs_score(capsys, monkeypatch, saved_run):
+    run_dir, printed, eval_returns = saved_run
+    monkeypatch.chdir(run_dir.parent.parent)  # the hint names runs/<run_name>, from where the run was started
+    (hint,) = [line for line in printed if line.startswith("evaluate it with: python dqn_frozenlake_tabular.py ")]
+    code, out, _, returns = cli(capsys, *hint.split("dqn_frozenlake_tabular.py ")[1].split())
+    assert code == 0 and returns == eval_returns
+    (score,) = [line for line in printed if line.startswith("eval over ")]
+    assert score in out
+    # a typed --seed wins over the run's, also when it is the default's value (1)
+    code, _, _, returns_seed_1 = cli(capsys, "--eval-only", str(run_dir), "--seed", "1")
+    env = tab.make_eval_env(tab.resolve_args(tab.Args(is_slippery=True, eval_episodes=40)))
+    q_table = np.load(run_dir / "q_table.npy")
+    assert returns_seed_1 == tab.evaluate(q_table, env, 40, seed=1) != eval_returns
+
+
+@pytest.mark.parametrize(
+    "flags, flag",
+    [
+        (["--env-id", "Taxi-v4"], "--env-id Taxi-v4"),  # was "Q-table shape (16, 4) does not fit ...": no flag named
+        (["--env-id", "CliffWalking-v1"], "--env-id CliffWalking-v1"),
+        (["--map-name", "8x8"], "--map-name 8x8"),
+        (["--no-is-slippery"], "--no-is-slippery"),  # was ignored: the default's value, so the saved one was used
+    ],
+)
+def test_eval_only_refuses_a_flag_of_another_game(capsys, saved_run, flags, flag):
+    assert_refused(capsys, ["--eval-only", str(saved_run[0]), "--capture-video", *flags], flag, "FrozenLake-v1 (4x4, slippery)")
+
+
+def test_eval_only_says_which_flags_it_ignores(capsys, saved_run):
+    run_dir, _, eval_returns = saved_run
+    code, out, _, returns = cli(capsys, "--eval-only", str(run_dir), "--learning-rate", "3", "--save-model", "--is-slippery")
+    assert code == 0 and returns == eval_returns  # --is-slippery: the saved game's own value
+    assert "note: --eval-only trains and saves nothing: --learning-rate, --save-model ignored" in out
+    assert not Path("runs").exists()
+
+
+def test_eval_only_videos_go_to_the_runs_eval_folder(capsys, saved_run):
+    run_dir = saved_run[0]
+    for folder in (f"{run_dir.name}-eval", f"{run_dir.name}-eval-2"):  # a second evaluation overwrites nothing
+        code, out, _, _ = cli(capsys, "--eval-only", str(run_dir / "q_table.npy"), "--capture-video", "--eval-episodes", "1")
+        assert code == 0 and out[-1] == f"the videos are in videos/{folder}/"
+        assert list(Path("videos", folder).glob("*.mp4"))
+    assert sorted(p.name for p in Path("videos").iterdir()) == [f"{run_dir.name}-eval", f"{run_dir.name}-eval-2"]
+
+
+# Issue 19, the end of a run
+@pytest.mark.parametrize(
+    "flags, contents",
+    [
+        (["--total-episodes", "50"], "TensorBoard logs"),
+        (["--env-id", "CliffWalking-v1", "--total-episodes", "20", "--save-model"], "TensorBoard logs, q_table.npy, args.json"),
+    ],
+)
+def test_a_run_ends_naming_its_folder(capsys, flags, contents):
+    code, out, _, _ = cli(capsys, *flags, "--eval-episodes", "2")
+    (run_dir,) = Path("runs").iterdir()
+    assert code == 0 and out[-1] == f"run folder {run_dir}/: {contents}"
