@@ -195,7 +195,7 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
         episodes.close()
         print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
     env.close()
-    return q_table, run.end(q_table)  # the greedy evaluation, its report, --save-model and --upload-model
+    return q_table, run.end(q_table, global_step)  # the greedy evaluation, its report, the picture, saving
 
 
 # EVALUATION: Taxi is scored as the course scores every classmate's agent (Unit 2's `evaluate_agent`): from the
@@ -465,13 +465,19 @@ class Run:
             mean_return = np.mean(recent_returns)
             print(f"episode={episode + 1}, mean_return(last 100)={mean_return:.2f}, epsilon={epsilon:.3f}")
 
-    def end(self, q_table: np.ndarray) -> list[float]:
+    def end(self, q_table: np.ndarray, global_step: int) -> list[float]:
         args, writer, run_dir = self.args, self.writer, Path(f"runs/{self.name}")
         try:
             eval_returns = evaluate(q_table, self.eval_env, args.eval_episodes, args.seed)
             for idx, episodic_return in enumerate(eval_returns):
                 writer.add_scalar("eval/episodic_return", episodic_return, idx)
             report(q_table, eval_returns, self.eval_env)
+            # the table on the map, once at the end (a drawing costs 0.15-0.3 s: ten during training would slow
+            # the default run by half); Taxi has no map and gets none
+            figure = draw_q_table(q_table, self.eval_env)
+            if figure is not None:
+                writer.add_image("charts/q_table", figure_to_rgb(figure), global_step, dataformats="HWC")
+                figure.savefig(run_dir / "q_table.png")
             if args.save_model or args.upload_model:
                 save_model(q_table, args, self.name)
         finally:
@@ -493,7 +499,7 @@ class Run:
 def describe_run_folder(run_dir: Path) -> str:
     names = {path.name for path in run_dir.iterdir()}
     contents = ["TensorBoard logs"] if any(name.startswith("events.out.tfevents") for name in names) else []
-    contents += [name for name in ("q_table.npy", "args.json") if name in names]
+    contents += [name for name in ("q_table.png", "q_table.npy", "args.json") if name in names]
     contents += ["hub/ (the Hugging Face Hub folder)"] if "hub" in names else []
     return ", ".join(contents)
 
@@ -503,20 +509,88 @@ def report(q_table: np.ndarray, eval_returns: list[float], env: gym.Env) -> None
     mean, std = np.mean(eval_returns), np.std(eval_returns)
     protocol = " (the course's Taxi seeds first)" if env.spec.id in COURSE_EVAL_ENVS else ""
     print(f"eval over {len(eval_returns)} episodes{protocol}: mean_reward={mean:.3f} +/- {std:.3f}, score={mean - std:.3f} (mean - std)")
-    env_id, unwrapped = env.spec.id, env.unwrapped
-    if env_id.startswith("FrozenLake"):
-        grid, arrows, letters = unwrapped.desc.astype(str), "←↓→↑", "SHG"
-    elif env_id.startswith("CliffWalking"):
-        grid, arrows, letters = np.full(unwrapped.shape, "."), "↑→↓←", "CG"
-        grid[-1, 1:-1], grid[-1, -1] = "C", "G"
-    else:
+    world = grid_map(env)
+    if world is None:
         return
+    grid, arrows, ends = world
     print(f"Q-table (rows: states, columns: actions {' '.join(arrows)}):")
     for state, row in enumerate(q_table):
         print(f"{state:4d} " + " ".join(f"{q:8.3f}" for q in row))
     print("greedy policy (· = all actions tie, e.g. a state never reached):")
     for cells, rows in zip(grid, q_table.reshape(*grid.shape, -1)):
-        print(" ".join(c if c in letters else "·" if q.min() == q.max() else arrows[q.argmax()] for c, q in zip(cells, rows)))
+        print(" ".join(c if c in ends + "S" else "·" if q.min() == q.max() else arrows[q.argmax()] for c, q in zip(cells, rows)))
+
+
+def grid_map(env: gym.Env) -> Optional[tuple[np.ndarray, str, str]]:
+    """A grid world's map (one letter per state, row by row), its actions as arrows, the letters where an episode
+    ends (holes, cliff, goal); None for an env without a map, such as Taxi."""
+    env_id, unwrapped = env.spec.id, env.unwrapped
+    if env_id.startswith("FrozenLake"):
+        return unwrapped.desc.astype(str), "←↓→↑", "HG"
+    if env_id.startswith("CliffWalking"):
+        grid = np.full(unwrapped.shape, ".")
+        # stepping on the cliff sends the agent back to S (-100): no episode ends there, but no agent stays there
+        grid[-1, 0], grid[-1, 1:-1], grid[-1, -1] = "S", "C", "G"
+        return grid, "↑→↓←", "CG"
+    return None
+
+
+ARROW_MOVES = {"←": (-1, 0), "↓": (0, 1), "→": (1, 0), "↑": (0, -1)}  # (column, row) steps; rows count downwards
+END_COLOURS = {"H": "#2e2e2e", "C": "#8b5a2b", "G": "#e8a800"}  # hole, cliff (rock), goal (gold)
+
+
+def draw_q_table(q_table: np.ndarray, env: gym.Env):
+    """The Q-table on the map of a grid world, as a matplotlib Figure (None for Taxi): each state's value
+    max_a Q(s, a) as a colour and number, its greedy actions as arrows (every action tied for the maximum; none
+    where all tie, e.g. a state never reached), the map's letter in its corner, holes, cliff and goal in their
+    own colours (nothing is learned there: their rows stay 0)."""
+    world = grid_map(env)
+    if world is None:
+        return None
+    # imported here: importing the script stays cheap; a bare Figure draws with Agg, never a window or pyplot state
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    grid, arrows, ends = world
+    rows, cols = grid.shape
+    values = np.ma.masked_array(q_table.max(axis=1).reshape(rows, cols), mask=np.isin(grid, list(ends)))
+    figure = Figure(figsize=(1.5 + 0.75 * cols, 0.9 + 0.75 * rows), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(values, cmap="Blues")
+    figure.colorbar(image, ax=ax, shrink=0.9, label=r"value $\max_a Q(s, a)$; arrows: $\arg\max_a Q(s, a)$")
+    ax.set_title(f"{env.spec.id} {rows}x{cols}" + (", slippery" if env.spec.kwargs.get("is_slippery") else ""), fontsize=10)
+    x, y, dx, dy = [], [], [], []
+    for state, row in enumerate(q_table):
+        r, c = divmod(state, cols)
+        letter = grid[r, c]
+        if letter in ends:
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, color=END_COLOURS[letter]))
+            ax.text(c, r, letter, ha="center", va="center", fontsize=12, fontweight="bold", color="white")
+            continue
+        if row.min() < row.max():
+            for action in np.flatnonzero(row == row.max()):
+                step = ARROW_MOVES[arrows[action]]
+                x, y, dx, dy = x + [c], y + [r], dx + [0.32 * step[0]], dy + [0.32 * step[1]]
+        ink = "white" if image.norm(values[r, c]) > 0.6 else "black"  # readable on the dark blues too
+        ax.text(c + 0.45, r - 0.45, f"{values[r, c]:.2f}", ha="right", va="top", fontsize=7, color=ink)
+        if letter != ".":
+            ax.text(c - 0.45, r - 0.45, letter, ha="left", va="top", fontsize=8, fontweight="bold", color=ink)
+    # angles and scale in data units: an arrow goes 0.32 of a cell from the centre, down the screen for DOWN
+    ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=1, pivot="tail", color="white", edgecolor="black",
+              linewidth=0.7, width=0.035 / cols, headwidth=4, headlength=4, headaxislength=3.5)
+    ax.set_xticks(np.arange(cols + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    return figure
+
+
+def figure_to_rgb(figure) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3]
 
 
 def save_model(q_table: np.ndarray, args: Args, run_name: str) -> None:

@@ -499,15 +499,69 @@ def test_eval_only_videos_go_to_the_runs_eval_folder(capsys, saved_run):
     assert sorted(p.name for p in Path("videos").iterdir()) == [f"{run_dir.name}-eval", f"{run_dir.name}-eval-2"]
 
 
-# Issue 19, the end of a run
+# Issue 19, the end of a run; issue 21, the Q-table on the map (runs/<run_name>/q_table.png and TensorBoard)
 @pytest.mark.parametrize(
     "flags, contents",
     [
-        (["--total-episodes", "50"], "TensorBoard logs"),
-        (["--env-id", "CliffWalking-v1", "--total-episodes", "20", "--save-model"], "TensorBoard logs, q_table.npy, args.json"),
+        (["--total-episodes", "50"], "TensorBoard logs, q_table.png"),
+        (["--env-id", "CliffWalking-v1", "--total-episodes", "20", "--save-model"], "TensorBoard logs, q_table.png, q_table.npy, args.json"),
+        (["--env-id", "Taxi-v4", "--total-episodes", "20"], "TensorBoard logs"),  # no map to draw on
     ],
 )
-def test_a_run_ends_naming_its_folder(capsys, flags, contents):
+def test_a_run_ends_naming_its_folder_and_the_picture_is_there(capsys, flags, contents):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from matplotlib.image import imread
+
     code, out, _, _ = cli(capsys, *flags, "--eval-episodes", "2")
     (run_dir,) = Path("runs").iterdir()
     assert code == 0 and out[-1] == f"run folder {run_dir}/: {contents}"
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    drawn = "q_table.png" in contents
+    assert (run_dir / "q_table.png").is_file() == drawn and ("charts/q_table" in events.Tags()["images"]) == drawn
+    if drawn:
+        height, width, _ = imread(run_dir / "q_table.png").shape
+        assert min(height, width) > 200
+        (image,) = events.Images("charts/q_table")
+        assert (image.height, image.width) == (height, width)
+
+
+FROZENLAKE_MOVES = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}  # LEFT, DOWN, RIGHT, UP as (column, row) steps
+CLIFFWALKING_MOVES = {0: (0, -1), 1: (1, 0), 2: (0, 1), 3: (-1, 0)}  # UP, RIGHT, DOWN, LEFT
+
+
+@pytest.mark.parametrize("env_id, moves", [("FrozenLake-v1", FROZENLAKE_MOVES), ("CliffWalking-v1", CLIFFWALKING_MOVES)])
+def test_the_picture_is_the_tables_values_and_greedy_actions(env_id, moves):
+    """Colour = max_a Q(s, a) for every state where an episode can go on; arrows = every action tied for the
+    maximum (none where all actions tie); holes, cliff and goal are not coloured by a value."""
+    env = tab.make_env(tab.resolve_args(tab.Args(env_id=env_id)))
+    q_table = np.random.default_rng(0).normal(size=(env.observation_space.n, 4))
+    q_table[1, [0, 2]] = q_table[1].max() + 1  # a tie: two arrows
+    q_table[2] = 0.5  # all tie: no arrow
+    if env_id == "FrozenLake-v1":
+        ends = np.isin(env.unwrapped.desc.astype(str), ["H", "G"])
+    else:
+        ends = np.zeros((4, 12), dtype=bool)
+        ends[3, 1:] = True  # the cliff and the goal
+    rows, cols = ends.shape
+    ax = tab.draw_q_table(q_table, env).axes[0]
+    values = ax.images[0].get_array()
+    np.testing.assert_array_equal(values.mask, ends)
+    np.testing.assert_array_equal(values[~ends], q_table.max(axis=1).reshape(rows, cols)[~ends])
+    expected = {
+        (state % cols, state // cols, *moves[action])
+        for state, row in enumerate(q_table)
+        if not ends.flat[state] and row.min() < row.max()
+        for action in np.flatnonzero(row == row.max())
+    }
+    (quiver,) = ax.collections
+    drawn = {(x, y, np.sign(u), np.sign(v)) for x, y, u, v in zip(quiver.X, quiver.Y, quiver.U, quiver.V)}
+    assert drawn == expected and len(quiver.X) == len(expected)
+    assert {(1, 0, *moves[0]), (1, 0, *moves[2])} <= drawn and not any(x == 2 and y == 0 for x, y, *_ in drawn)
+    assert ax.yaxis_inverted()  # row 0 at the top, as the map is printed: a DOWN arrow (+1 row) points down
+
+
+def test_importing_the_script_does_not_import_matplotlib():
+    code = "import sys, dqn_frozenlake_tabular; print('matplotlib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(tab.__file__).parent)
+    assert result.stdout.strip() == "False", result.stderr
