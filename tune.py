@@ -1,7 +1,9 @@
 """Hyperparameter tuning with Optuna for the scripts of this project (or any CleanRL-style script).
 
 Each trial runs the script as a learner would, `python <script> <fixed flags> <trial flags> --seed S`, once per
-seed, each in a folder of its own (runs/tune/<study>/trial_<n>/seed_<S>/). Its score is the mean over the seeds
+seed, each in a folder of its own (runs/tune/<study>/trial_<n>/seed_<S>/); tune.py adds `--save-model` (the Atari
+scripts evaluate a saved model) and `--checkpoint-frequency 0` unless the fixed flags set them, and prints the best
+trial as the commands of its runs, every flag included. Its score is the mean over the seeds
 of `eval/episodic_return` from the run's TensorBoard events. While the runs go, the running mean of
 `charts/episodic_return` goes to Optuna every --report-every steps, and the pruner stops a trial that is clearly
 behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SIGKILL only if they hang.
@@ -401,7 +403,8 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     print(f"trial {trial.number} {outcome} in {seconds:.1f} s, {best_text}: {trial.user_attrs.get('flags', '')}")
 
 
-def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: list[Param]) -> None:
+def print_summary(study: optuna.Study, args: Args, base: list[str], params: list[Param]) -> None:
+    """The study's table, the commands of its best trial (`base`: the flags of every run) and the importances."""
     trials = study.get_trials()
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
     # the best first, then the pruned, running and failed ones
@@ -422,8 +425,12 @@ def print_summary(study: optuna.Study, args: Args, fixed: list[str], params: lis
     if best is None:
         print("no complete trial yet: no best flags")
         return
-    command = shlex.join(["python", args.script, *fixed]) + " " + best.user_attrs["flags"]
-    print(f"best: trial {best.number}, score {fmt(best.value)} (mean over seeds {', '.join(map(str, args.seeds))}):\n  {command}")
+    # its runs exactly as they ran: every flag tune.py gave them (--save-model, ...) and their seeds
+    seeds = f"the mean over seeds {', '.join(map(str, args.seeds))}" if len(args.seeds) > 1 else f"seed {args.seeds[0]}"
+    flags = [*base, *shlex.split(best.user_attrs["flags"])]
+    commands = [["python", args.script, *flags, "--seed", str(seed)] for seed in args.seeds]
+    print(f"best: trial {best.number}, score {fmt(best.value)} ({seeds}), run by:")
+    print("\n".join("  " + shlex.join(command) for command in commands))
     if len(finished) < 2:
         print("importance of each flag: needs at least 2 complete trials")
         return
@@ -484,6 +491,9 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
     settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
                 "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
     study = open_study(args, study_name, settings)
+    # every run: python SCRIPT <fixed flags> <what a tuning run needs> <the trial's flags> --seed S
+    base = [*fixed, *runner_flags(flags, fixed, args.objective)]
+    command = [str(Path(args.script).resolve()), *base]
     folder = Path(args.workdir) / study_name
     # trial folders are named by number: one whose trial the study does not have is another study's (a storage
     # deleted, or another one), and its runs would be read as this study's
@@ -509,10 +519,9 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
     print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs {share}")
     print(f"runs: {folder}/trial_<n>/seed_<seed>/ (tensorboard --logdir {folder}); optuna-dashboard {args.storage}")
     if n_trials is None or n_trials > 0:
-        command = [str(Path(args.script).resolve()), *fixed, *runner_flags(flags, fixed, args.objective)]
         objective = functools.partial(run_trial, args=args, params=params, command=command, folder=folder)
         study.optimize(objective, n_trials=n_trials, timeout=args.timeout, callbacks=callbacks, catch=(TrialFailed,))
-    print_summary(study, args, fixed, params)
+    print_summary(study, args, base, params)
     return study
 
 

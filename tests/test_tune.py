@@ -1,6 +1,7 @@
 """Tests for tune.py: tiny studies of the tabular script, with workers as real processes, pruning, killed
 workers, and bad input."""
 
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import tune
 from helpers import processes_left_in_group
@@ -35,6 +37,14 @@ def start_worker(argv: list[str]) -> subprocess.Popen:
 
 def load_study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def eval_returns(folder: Path) -> list[float]:
+    """The eval/episodic_return values of the one run under folder/runs/."""
+    (events,) = folder.glob("runs/*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    return [event.value for event in accumulator.Scalars("eval/episodic_return")]
 
 
 def test_progress_points_align_the_steps_of_every_run():
@@ -70,9 +80,33 @@ def test_two_workers_share_one_study(tmp_path, capsys):
     assert best.value == max(t.value for t in study.trials)
     summary = capsys.readouterr().out
     assert f"best: trial {best.number}, score {best.value:.4g}" in summary
-    assert f"{SCRIPT} {' '.join(QUICK)} {best.user_attrs['flags']}" in summary
     assert "importance of each flag: " in summary
     assert summary.count("| complete |") == 6
+
+
+def test_the_best_command_is_what_its_runs_ran(tmp_path, capsys, monkeypatch):
+    """The printed commands hold every flag tune.py gave the best trial's runs (--save-model too) and their
+    seeds, and one of them run again scores what its run scored."""
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(tune.subprocess, "Popen", lambda argv, **kw: started.append((argv, kw["cwd"])) or popen(argv, **kw))
+    study = tune.main(tune_argv(tmp_path, "--n-trials", "1", "--seeds", "1", "2"))
+    best = study.best_trial
+    out = capsys.readouterr().out
+    commands = [shlex.split(line) for line in out.splitlines() if line.startswith("  python ")]
+    assert len(commands) == 2, out
+    for seed, command in zip((1, 2), commands):
+        folder = tmp_path / "runs" / STUDY / f"trial_{best.number}" / f"seed_{seed}"
+        (ran,) = [argv for argv, cwd in started if Path(cwd) == folder]
+        script_at = ran.index(str(SCRIPT))  # after the interpreter and its launcher
+        assert command[0] == "python" and Path(command[1]).resolve() == SCRIPT
+        assert command[2:] == ran[script_at + 1 :]
+        assert command[-2:] == ["--seed", str(seed)]
+
+    again = tmp_path / "again"
+    again.mkdir()
+    subprocess.run([sys.executable, *commands[0][1:]], cwd=again, check=True, capture_output=True, timeout=120)
+    assert eval_returns(again) == eval_returns(tmp_path / "runs" / STUDY / f"trial_{best.number}" / "seed_1")
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
