@@ -146,7 +146,7 @@ class Layout:
     def q_row(self, a, n_actions):
         """The row of action a in the Q-value panel; the chosen action's marker fills its first 8 pixels."""
         x, y, w, h = self.q_panel
-        row_h = min(24, (h - 80) // n_actions)
+        row_h = min(24, (h - 110) // n_actions)  # 18 actions (the full Atari set) fit above the status lines
         return (x, y + 44 + a * row_h, w, row_h)
 
 
@@ -202,10 +202,10 @@ class Painter:
             text(canvas, ("t-3", "t-2", "t-1", "t (newest)")[i], (x, y - 6), GREY, 0.4)
 
     def draw_q_values(self, canvas, t):
-        x0, y0, w0, _ = self.layout.q_panel
+        x0, y0, _, _ = self.layout.q_panel
         text(canvas, "Q(s, a) of each action", (x0, y0 + 18))
         q, chosen, n = self.game.q_values[t], self.game.actions[t], len(self.game.q_values[t])
-        bar_x, bar_w = x0 + 100, 120
+        bar_x, bar_w = x0 + 112, 110
         for a in range(n):
             x, y, w, h = self.layout.q_row(a, n)
             if a == chosen:
@@ -234,7 +234,7 @@ class Painter:
         for s in np.flatnonzero(game.terminal[: t + 1]):  # lost lives: the return starts again from 0 there
             px = self.q_points[s, 0]
             cv2.line(canvas, (px, y + h - 12), (px, y + h), LOST_LIFE, 2)
-        done = self.complete[: t + 1].sum()  # complete returns first; those cut by --max-steps after them, dim
+        done = int(self.complete[: t + 1].sum())  # complete returns first; those cut by --max-steps after them, dim
         cv2.polylines(canvas, [self.return_points[:done]], False, RETURN_COLOUR, 1, cv2.LINE_AA)
         cv2.polylines(canvas, [self.return_points[max(done - 1, 0) : t + 1]], False, DIM, 1, cv2.LINE_AA)
         cv2.polylines(canvas, [self.q_points[: t + 1]], False, Q_COLOUR, 1, cv2.LINE_AA)
@@ -246,7 +246,7 @@ class Painter:
             text(canvas, "grey: return cut short by the end of the recording", (x + w - 400, y + h + 22), GREY, 0.42)
         if done:  # the mean gap of the complete returns drawn so far
             gap = (self.q_taken[:done] - self.returns[:done]).mean()
-            text(canvas, f"mean Q(s, a) - return, {done} steps: {gap:+.2f}", (x, y + h + 22), WHITE, 0.42)
+            text(canvas, f"mean Q(s, a) - return over {done} {'step' if done == 1 else 'steps'}: {gap:+.2f}", (x, y + h + 22), WHITE, 0.42)
 
 
 # THE VIDEO

@@ -126,6 +126,7 @@ def test_the_return_line_is_the_discounted_clipped_return_until_the_next_lost_li
         expected = return_that_followed(t, gamma, steps)
         assert returns[t] == pytest.approx(expected), f"step {t}"
         assert painter.return_points[t, 1] == round(painter.to_y(expected)), f"step {t}: the line is drawn at the return"
+        painter.frame(t)  # and drawn, complete and cut returns alike
         # a return is complete where its life ended in the game played: the steps after the cut are not
         assert complete[t] == (not max_steps or t <= 8), f"step {t}"
     assert painter.score[-1] == sum(REWARDS[:steps]), "the title's score is the real one, unclipped"
