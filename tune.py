@@ -20,13 +20,18 @@ behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SI
 
 Search space: `--param FLAG=LOW:HIGH` (uniform), `FLAG=LOW:HIGH:log` (log-uniform), `FLAG=A,B,C` (a choice), or
 the same lines in a file given to --space. Int flags get int values, bool flags take `true,false`. Flags are
-checked against the script's `Args` dataclass, without running it. Flags after `--` are passed to every run.
+checked against the script's `Args` dataclass, then by the script's own checks before the study: it is started
+with the fixed flags and the lowest and the highest searched values, until it starts training (its first
+TensorBoard event), so that a flag it refuses stops tune.py with its error, and no study is created. Flags after
+`--` are passed to every run.
 
 Storage: `--storage sqlite:///FILE.db` (the default, runs/tune/optuna.db), a journal file `PATH.log` or
 `PATH.journal`, or any database URL that SQLAlchemy opens (postgresql://, mysql://). Several workers share a study
 by running tune.py with the same --storage and --study-name, on one machine or many: Optuna's own distributed
-mode. A study continues when started again; with a database URL or SQLite a killed worker's trial is noticed by
-its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING for good.
+mode. A study continues when started again with its settings (script, fixed flags, seeds, search space,
+objective); one with no trial but failed ones takes new settings. With a database URL or SQLite a killed worker's
+trial is noticed by its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING
+for good.
 The same command with `--n-trials 0` prints the study's table, best command and importances. Ctrl-C (or a
 SIGTERM) stops the worker and its runs, and its trial is marked failed.
 """
@@ -44,11 +49,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 import numpy as np
 import optuna
@@ -149,6 +155,10 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.flag, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.flag, self.low, self.high, log=self.log)
+
+    def ends(self) -> tuple:
+        """The lowest and the highest value searched (the first and the last choice)."""
+        return (self.choices[0], self.choices[-1]) if self.choices is not None else (self.low, self.high)
 
     def as_flags(self, value) -> list[str]:
         if self.kind == "bool":
@@ -283,17 +293,21 @@ LAUNCH = [
 class Run:
     """One seed of a trial: the script's process, in its own folder and its own process group."""
 
-    def __init__(self, command: list[str], folder: Path):
+    def __init__(self, command: list[str], folder: Path, env: Optional[dict] = None):
         folder.mkdir(parents=True)
         self.folder, self.log = folder, folder / "output.log"
         self.events = None
-        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"}  # one thread per run unless set
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}  # one thread unless set
         launch = LAUNCH if sys.platform == "linux" else []
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, *launch, *command], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )  # fmt: skip
+
+    def started(self) -> bool:
+        """Whether the run has written its TensorBoard events: the script's checks of its flags are behind it."""
+        return any(self.folder.glob("runs/*/events.out.tfevents.*"))
 
     def scalars(self, tag: str) -> tuple[list[int], list[float]]:
         """(steps, values) of a tag logged so far; reads only what is new since the last call."""
@@ -320,9 +334,13 @@ class Run:
                 self.process.wait()
 
     def error_line(self) -> str:
+        """The script's `error:` line, else its exit code and last line (a traceback's exception)."""
         lines = self.log.read_text(errors="replace").splitlines()
         errors = [line for line in lines if line.startswith("error: ")]
-        return errors[-1].removeprefix("error: ") if errors else f"exit code {self.process.returncode}"
+        if errors:
+            return errors[-1].removeprefix("error: ")
+        texts = [line.strip("│╭╮╰╯─ ") for line in lines if re.search(r"[A-Za-z]", line)]
+        return f"exit code {self.process.returncode}" + (f" ({texts[-1]})" if texts else "")
 
 
 def progress_points(curves, finished, every, window, after) -> list[tuple[int, float]]:
@@ -370,7 +388,10 @@ def run_trial(trial: optuna.Trial, args: Args, params: list[Param], command: lis
     scores = []
     for run in runs:
         if run.process.returncode == 2:  # the script's own UsageError: these flags can never run
-            raise UsageError(f"{Path(args.script).name} refused the flags {shlex.join(flags)}: {run.error_line()}")
+            raise UsageError(
+                f"{Path(args.script).name} refused the flags of trial {trial.number}, {shlex.join(flags)}: "
+                f"{run.error_line()}: search only values it accepts (this trial is marked failed)"
+            )
         _, values = run.scalars(args.objective)
         if run.process.returncode != 0 or not values:
             why = f"{run.error_line()}, see {run.log}" if run.process.returncode else f"no {args.objective} in {run.folder}"
@@ -380,7 +401,61 @@ def run_trial(trial: optuna.Trial, args: Args, params: list[Param], command: lis
     return float(np.mean(scores))
 
 
+# BEFORE THE STUDY: the script's own checks of the flags, so that a typo stops tune.py before anything is created
+def refusals(commands: list[list[str]]) -> list[Optional[tuple[int, str]]]:
+    """Runs the commands at once, each in a scratch folder, only until the script has checked its flags (its
+    first TensorBoard event is written) or has ended; for each, (exit code, error line) if it ended with an
+    error, else None."""
+    with tempfile.TemporaryDirectory(prefix="tune-check-", ignore_cleanup_errors=True) as scratch:
+        runs, ended = [], []
+        try:
+            for i, command in enumerate(commands):  # --track: no W&B run
+                runs.append(Run(command, Path(scratch) / str(i), env={"WANDB_MODE": "disabled"}))
+            while not all(run.process.poll() is not None or run.started() for run in runs):
+                time.sleep(0.1)
+        finally:  # nothing to save: a SIGKILL to each run and its game processes
+            for run in runs:
+                ended.append(run.process.poll() is not None)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+        return [
+            (run.process.returncode, run.error_line()) if by_itself and run.process.returncode != 0 else None
+            for run, by_itself in zip(runs, ended)
+        ]
+
+
+def check_flags_run(script: str, command: list[str], fixed: list[str], params: list[Param], seed: int) -> None:
+    """The script's own checks, before the study: the fixed flags with the lowest searched values and with
+    the highest. A refusal is blamed on the fixed flags when they alone get the same error."""
+    name = Path(script).name
+    lowest, highest = ([flag for p in params for flag in p.as_flags(p.ends()[end])] for end in (0, 1))
+    points = [("lowest", lowest)] + ([("highest", highest)] if highest != lowest else [])
+    print(f"checking the flags: {name} with the {' and the '.join(which for which, _ in points)} searched values, "
+          "until it starts training")  # fmt: skip
+    found_at = refusals([[*command, *flags, "--seed", str(seed)] for _, flags in points])
+    for (which, flags), found in zip(points, found_at):
+        if found is None:
+            continue
+        code, why = found
+        if code != 2:
+            again = shlex.join(["python", script, *command[1:], *flags, "--seed", str(seed)])
+            raise UsageError(f"{name} crashed before it started training ({why}); to see why, run: {again}")
+        if refusals([[*command, "--seed", str(seed)]]) == [found]:
+            given = f"the fixed flags (after --) {shlex.join(fixed)}" if fixed else "its default flags"
+            raise UsageError(f"{name} refused {given}: {why}")
+        raise UsageError(
+            f"{name} refused {shlex.join(flags)}, the {which} values of the searched ranges: {why}: "
+            "search only values it accepts"
+        )
+
+
 # OUTPUT: a line per trial, then the study's table, its best command and the importance of each flag
+def count(n: int, noun: str) -> str:
+    """1 trial, 2 trials"""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -411,7 +486,7 @@ def print_summary(study: optuna.Study, args: Args, base: list[str], params: list
     order = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL]
     sign = -1 if args.direction == "maximize" else 1
     trials.sort(key=lambda t: (order.index(t.state), sign * t.value if t.state == TrialState.COMPLETE else 0, t.number))
-    print(f"\nstudy {study.study_name}: {len(trials)} trials, {len(finished)} complete ({args.direction} {args.objective})")
+    print(f"\nstudy {study.study_name}: {count(len(trials), 'trial')}, {len(finished)} complete ({args.direction} {args.objective})")
     columns = ["trial", "state", "score", *[f"--{p.flag}" for p in params], "seconds"]
     print("| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
     for t in trials:
@@ -459,25 +534,61 @@ def check_args(args: Args) -> None:
             raise UsageError(message)
 
 
-def open_study(args: Args, study_name: str, settings: dict) -> optuna.Study:
-    """Creates the study, or loads it if it exists (a second worker, or a study that goes on)."""
+# what a study was started with, as a message names it: {key: (name, "a " if it is one thing)}
+SETTINGS = {"script": ("script", "a "), "fixed flags": ("fixed flags", ""), "seeds": ("seeds", ""),
+            "space": ("search space", "a "), "objective": ("objective", "a ")}  # fmt: skip
+
+
+def keep_settings(study: optuna.Study, storage: str, settings: dict) -> None:
+    """A study goes on only with the settings it was started with: its trials would not compare. One with no
+    trial but failed ones (a typo in the fixed flags, fixed since) takes the new settings."""
+    saved = study.user_attrs.get("settings")
+    if saved == settings:
+        return
+    if saved is not None:
+        changed = [key for key in settings if saved.get(key) != settings[key]]
+        trials = study.get_trials(deepcopy=False)
+        names = {key: SETTINGS.get(key, (key, "a ")) for key in changed}
+        if any(t.state != TrialState.FAIL for t in trials):
+            # "different fixed flags (--total-episodes 300)", "a different search space"
+            was = {"fixed flags": f" ({saved['fixed flags'] or 'none'})"}
+            what = [f"{article}different {name}{was.get(key, '')}" for key, (name, article) in names.items()]
+            raise UsageError(
+                f"study {study.study_name!r} in {storage} was started with {' and '.join(what)}: "
+                "run it with its own settings, or name a new study with --study-name"
+            )
+        print(f"study {study.study_name} has no complete trial ({count(len(trials), 'failed trial')}): it goes on "
+              f"with the new {' and '.join(name for name, _ in names.values())}")  # fmt: skip
+    study.set_user_attr("settings", settings)
+
+
+def open_study(args: Args, study_name: str, settings: dict, folder: Path, before: Callable[[], None]) -> optuna.Study:
+    """Creates the study, or loads it if it exists (a second worker, or a study that goes on). An existing
+    study's settings and runs are checked before `before` (the script's own checks) takes its time."""
+    storage = open_storage(args.storage, args.heartbeat)
+    settings = {key: value if isinstance(value, str) else repr(value) for key, value in settings.items()}
+    # trial folders are named by number: one whose trial the study does not have is another study's (a storage
+    # deleted, or another one), and its runs would be read as this study's
+    found = {p.name for p in folder.glob("trial_*")}  # before the trials: a trial exists before its folder
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # a new study
+        trials = []
+    else:
+        keep_settings(existing, args.storage, settings)
+        trials = existing.get_trials(deepcopy=False)
+    stale = found - {f"trial_{t.number}" for t in trials}
+    if stale:
+        raise UsageError(f"{folder / min(stale)} holds runs of another study named {study_name}: "
+                         "move that folder away, or choose another --workdir or --study-name")  # fmt: skip
+    before()
     # constant_liar: while trials run, the sampler counts them as bad, so that workers spread out
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True)
     study = optuna.create_study(
-        storage=open_storage(args.storage, args.heartbeat), study_name=study_name, direction=args.direction,
-        sampler=sampler, pruner=make_pruner(args), load_if_exists=True,
+        storage=storage, study_name=study_name, direction=args.direction, sampler=sampler,
+        pruner=make_pruner(args), load_if_exists=True,
     )  # fmt: skip
-    # a study goes on only with what it began with: mixed settings would make its trials incomparable
-    settings = {key: value if isinstance(value, str) else repr(value) for key, value in settings.items()}
-    saved = study.user_attrs.get("settings")
-    if saved is None:
-        study.set_user_attr("settings", settings)
-    elif saved != settings:
-        changed = ", ".join(key for key in settings if saved.get(key) != settings[key])
-        raise UsageError(
-            f"study {study_name!r} in {args.storage} was started with another {changed}: "
-            "run it with its own settings, or name a new study with --study-name"
-        )
+    keep_settings(study, args.storage, settings)  # a new study's (or another worker's, started meanwhile)
     return study
 
 
@@ -490,18 +601,16 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
     study_name = args.study_name or Path(args.script).stem
     settings = {"script": Path(args.script).name, "fixed flags": shlex.join(fixed), "seeds": list(args.seeds),
                 "space": [dataclasses.astuple(p) for p in params], "objective": args.objective}  # fmt: skip
-    study = open_study(args, study_name, settings)
+    folder = Path(args.workdir) / study_name
     # every run: python SCRIPT <fixed flags> <what a tuning run needs> <the trial's flags> --seed S
     base = [*fixed, *runner_flags(flags, fixed, args.objective)]
     command = [str(Path(args.script).resolve()), *base]
-    folder = Path(args.workdir) / study_name
-    # trial folders are named by number: one whose trial the study does not have is another study's (a storage
-    # deleted, or another one), and its runs would be read as this study's
-    found = {p.name for p in folder.glob("trial_*")}  # before the trials: a trial exists before its folder
-    stale = found - {f"trial_{t.number}" for t in study.get_trials(deepcopy=False)}
-    if stale:
-        raise UsageError(f"{folder / min(stale)} holds runs of another study named {study_name}: "
-                         "move that folder away, or choose another --workdir or --study-name")  # fmt: skip
+
+    def check_flags():  # only for a worker that runs trials; before the study is created
+        if args.n_trials != 0:
+            check_flags_run(args.script, command, fixed, params, args.seeds[0])
+
+    study = open_study(args, study_name, settings, folder, before=check_flags)
 
     # this worker's share: --n-trials, up to the study's --max-trials, until --timeout
     n_trials = args.n_trials
@@ -514,9 +623,9 @@ def tune(args: Args, fixed: list[str]) -> optuna.Study:
         n_trials = left if n_trials is None else min(n_trials, left)
         callbacks.append(optuna.study.MaxTrialsCallback(args.max_trials, states=finished))
 
-    limits = ([f"{n_trials} trials"] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
+    limits = ([count(n_trials, "trial")] if n_trials is not None else []) + ([f"{args.timeout:g} s"] if args.timeout else [])
     share = "no trial" if n_trials == 0 else "up to " + " or ".join(limits)
-    print(f"study {study_name} in {args.storage}: {len(study.trials)} trials so far; this worker runs {share}")
+    print(f"study {study_name} in {args.storage}: {count(len(study.trials), 'trial')} so far; this worker runs {share}")
     print(f"runs: {folder}/trial_<n>/seed_<seed>/ (tensorboard --logdir {folder}); optuna-dashboard {args.storage}")
     if n_trials is None or n_trials > 0:
         objective = functools.partial(run_trial, args=args, params=params, command=command, folder=folder)
@@ -538,7 +647,7 @@ def option_error(event) -> None:
             raise UsageError(f"unexpected {shlex.join(tokens)}: tune.py tunes one script, and its flags go after --")
         close = difflib.get_close_matches(option, options, n=1)
         hint = f"did you mean {close[0]}?" if close else "a flag of the script goes after -- (tune.py SCRIPT ... -- --flag value)"
-        raise UsageError(f"tune.py has no option {option}: {hint}")
+        raise UsageError(f"unknown option {option}: {hint}")  # the scripts' words
     if kind == "MissingArgs" or flag == "script":
         raise UsageError("name the script to tune: python tune.py dqn_frozenlake_tabular.py --param FLAG=LOW:HIGH ...")
     if kind == "InvalidChoice":

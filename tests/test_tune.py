@@ -1,6 +1,8 @@
 """Tests for tune.py: tiny studies of the tabular script, with workers as real processes, pruning, killed
 workers, and bad input."""
 
+import os
+import re
 import shlex
 import signal
 import subprocess
@@ -37,6 +39,14 @@ def start_worker(argv: list[str]) -> subprocess.Popen:
 
 def load_study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def script_error(*flags: str) -> str:
+    """The script's own error line for these flags (its wording is its own, the tests do not repeat it)."""
+    result = subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return line.removeprefix("error: ")
 
 
 def eval_returns(folder: Path) -> list[float]:
@@ -137,16 +147,18 @@ def test_a_pruned_trial_stops_its_runs(tmp_path, monkeypatch):
 
 
 def started_run(worker: subprocess.Popen, timeout: float = 60) -> int:
-    """The pid of a run started by the tune.py process `worker`, once it has become the script."""
+    """The pid of a trial's run started by the tune.py process `worker`, once it has become the script (the
+    runs that check the flags before the study run in a scratch folder, not a trial's)."""
     deadline = time.time() + timeout
     while time.time() < deadline and worker.poll() is None:
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
                 argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+                folder = os.readlink(stat.parent / "cwd")
             except (OSError, ValueError):
                 continue  # gone meanwhile
-            if parent == worker.pid and argv[1:2] == [str(SCRIPT).encode()]:
+            if parent == worker.pid and argv[1:2] == [str(SCRIPT).encode()] and "/trial_" in folder:
                 return int(stat.parent.name)
         time.sleep(0.05)
     pytest.fail(f"tune.py started no run: {worker.communicate()}")
@@ -203,7 +215,7 @@ def test_a_killed_study_continues_from_its_storage(tmp_path, kill):
         ([], [], "nothing to search"),
         (["--param", "gamma=0.9:0.99", "--space", "no-such-file.txt"], [], "--space no-such-file.txt: cannot read it"),
         # tune.py's own options: one line, as the scripts say it, not tyro's box
-        (["--param", "gamma=0.9:0.99", "--n-trails", "3"], [], "tune.py has no option --n-trails: did you mean --n-trials?"),
+        (["--param", "gamma=0.9:0.99", "--n-trails", "3"], [], "unknown option --n-trails: did you mean --n-trials?"),
         (["--param", "gamma=0.9:0.99", "--total-episodes", "3"], [], "a flag of the script goes after --"),
         (["--param", "gamma=0.9:0.99", "--n-trials", "many"], [], "bad value for --n-trials"),
         (["--param", "gamma=0.9:0.99", "--pruner", "mediam"], [], "choose one of median, halving, none"),
@@ -229,35 +241,74 @@ def test_a_script_that_is_not_one_is_refused(capsys, script):
 
 
 def test_a_study_continues_only_with_its_own_settings_and_runs(tmp_path, capsys):
-    tune.main(tune_argv(tmp_path, "--n-trials", "0"))
+    tune.main(tune_argv(tmp_path, "--n-trials", "1"))  # a complete trial: the study's settings are its own now
+    out = capsys.readouterr().out
+    counts = re.findall(r"\b(\d+) (trials?)\b", out)
+    assert ("1", "trial") in counts and all((n == "1") == (noun == "trial") for n, noun in counts), out
     with pytest.raises(SystemExit, match="2"):
         tune.main(tune_argv(tmp_path, "--n-trials", "0", fixed=["--total-episodes", "500"]))
     (line,) = capsys.readouterr().err.splitlines()
-    assert "was started with another fixed flags" in line and "--study-name" in line
+    assert f"was started with different fixed flags ({shlex.join(QUICK)}): " in line and "--study-name" in line
 
-    (tmp_path / "runs" / STUDY / "trial_0").mkdir(parents=True)  # left by a study whose storage is gone
+    (tmp_path / "runs" / STUDY / "trial_1").mkdir(parents=True)  # left by a study whose storage is gone
     with pytest.raises(SystemExit, match="2"):
         tune.main(tune_argv(tmp_path, "--n-trials", "0"))
     (line,) = capsys.readouterr().err.splitlines()
-    assert f"{tmp_path / 'runs' / STUDY / 'trial_0'} holds runs of another study named {STUDY}" in line
+    assert f"{tmp_path / 'runs' / STUDY / 'trial_1'} holds runs of another study named {STUDY}" in line
 
 
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys):
-    study = tune.main(tune_argv(tmp_path, "--n-trials", "2", "--objective", "eval/no_such_tag"))
+    argv = tune_argv(tmp_path, "--n-trials", "2", "--objective", "eval/no_such_tag")
+    study = tune.main(argv)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     out = capsys.readouterr().out
     assert out.count(" failed: no eval/no_such_tag in ") == 2
     assert "no complete trial yet: no best flags" in out
 
+    # no trial completed with these fixed flags: the study takes others, and says so
+    other = ["--total-episodes", "200", "--eval-episodes", "20"]
+    study = tune.main(tune_argv(tmp_path, "--n-trials", "0", "--objective", "eval/no_such_tag", fixed=other))
+    out = capsys.readouterr().out
+    assert f"study {STUDY} has no complete trial (2 failed trials): it goes on with the new fixed flags\n" in out
+    assert study.user_attrs["settings"]["fixed flags"] == shlex.join(other)
 
-def test_flags_the_script_refuses_stop_the_study(tmp_path):
-    """The ranges are the tuner's to check, the values the script's: its error line ends the study."""
-    argv = tune_argv(tmp_path, "--n-trials", "3")
-    argv[argv.index("learning-rate=0.05:1:log")] = "learning-rate=1.5:3"  # the tabular script needs <= 1
-    result = subprocess.run([sys.executable, tune.__file__, *argv], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: dqn_frozenlake_tabular.py refused the flags --learning-rate ")
-    assert "need 0 < --learning-rate <= 1" in line
-    assert len(load_study(tmp_path).trials) == 1
+
+@pytest.mark.parametrize(
+    "space, fixed, refused",
+    [
+        ("learning-rate=0.05:1:log", ["--env-id", "FrozenLak-v1", *QUICK], "the fixed flags (after --) --env-id FrozenLak-v1 "),
+        ("learning-rate=0.5:1.5", QUICK, "--learning-rate 1.5, the highest values of the searched ranges"),
+    ],
+    ids=["fixed-flag-typo", "range-too-high"],
+)  # fmt: skip
+def test_flags_the_script_refuses_stop_tune_before_the_study(tmp_path, capsys, space, fixed, refused):
+    """The script's own checks run before the study: the flags it refuses are named, and nothing is created."""
+    argv = tune_argv(tmp_path, fixed=fixed)
+    argv[argv.index(SPACE[1]) : argv.index(SPACE[2]) + 1] = [space]
+    with pytest.raises(SystemExit, match="2"):
+        tune.main(argv)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: dqn_frozenlake_tabular.py refused {refused}"), line
+    searched = [] if "fixed" in refused else ["--learning-rate", "1.5"]
+    assert line.split(": ", 2)[2].startswith(script_error(*fixed, *searched))
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_the_script_refuses_stops_the_study(tmp_path, capsys):
+    """The lowest and highest values pass the checks, a value between them does not: the script's error line
+    ends the study, naming the trial's flags. A study with no complete trial may then search other values."""
+    argv = tune_argv(tmp_path, "--n-trials", "6", "--sampler-seed", "0")  # seed 0: the first trial is refused
+    argv[argv.index(SPACE[1]) : argv.index(SPACE[2]) + 1] = ["learning-rate=0.5,1.5,2,3,0.9"]
+    with pytest.raises(SystemExit, match="2"):
+        tune.main(argv)
+    (line,) = capsys.readouterr().err.splitlines()
+    (refused,) = load_study(tmp_path).trials  # --sampler-seed 0 draws a refused value first
+    assert refused.state == TrialState.FAIL and refused.params["learning-rate"] in (1.5, 2, 3)
+    flags = ["--learning-rate", refused.user_attrs["flags"].split()[1]]
+    assert line.startswith(f"error: dqn_frozenlake_tabular.py refused the flags of trial {refused.number}, {shlex.join(flags)}: ")
+    assert script_error(*QUICK, *flags) in line
+
+    argv[argv.index("learning-rate=0.5,1.5,2,3,0.9")] = "learning-rate=0.5,0.9"
+    tune.main([*argv[: argv.index("--")], "--n-trials", "0", *argv[argv.index("--") :]])
+    assert f"study {STUDY} has no complete trial (1 failed trial): it goes on with the new search space\n" in capsys.readouterr().out
