@@ -989,6 +989,7 @@ def save_checkpoint(run_dir, state, rb):
                     shutil.rmtree(old)
         except BaseException as e:  # raised in the main thread by wait_for_checkpoint
             rb.write_error = e
+            rb.changed[changed] = True  # not on disk: a next checkpoint must not link them to the previous one
         finally:
             rb.unsaved = set()
 

@@ -399,6 +399,18 @@ def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkey
         inodes = now
     assert linked_counts[0] >= 8 and linked_counts[1] == 0 and linked_counts[2] >= 8, linked_counts
 
+    # a checkpoint written before the frames were chunked (one frames.npy) loads the same
+    _, frames, arrays = load_checkpoint_files(folder)
+    for chunk in chunks:
+        chunk.unlink()
+    np.save(folder / "frames.npy", frames)
+    np.savez(folder / "replay.npz", **{name: value for name, value in arrays.items() if name != "chunk"})
+    legacy = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
+    dqn_atari.load_replay_buffer(legacy, folder)
+    assert legacy.filled == loaded.filled and (legacy.pos == loaded.pos).all()
+    for name in ("frames", *BUFFER_ARRAYS):
+        assert torch.equal(getattr(legacy, name)[:, : legacy.filled], getattr(loaded, name)[:, : loaded.filled]), name
+
 
 # bad --resume inputs, as a user runs them
 def damage_state(run_dir):
