@@ -47,8 +47,9 @@ Or give --peers-python PYTHON: an interpreter that has requirements-peers.txt in
 venv is made; the two wheels are still fetched, from --wheels if given).
 
 Each run's log, its probe record, table.md and results.json go to --out (default: a new folder under
-<cache>/results). A default run (2 repeats of 3 programs, 30,000 steps each) takes about 25 minutes on
-a 2-core CPU.
+<cache>/results). On a 2-core CPU a 30,000-step run takes a few minutes, so the default (3 programs x 2
+repeats) takes about half an hour. Under torch.compile the probe's hook runs outside the compiled code
+(one more graph break); benchmarks/speed.py times our compiled runs without it.
 """
 
 import argparse
@@ -314,12 +315,15 @@ def run_once(label, command, workdir, opts):
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
-            if opts.seconds and not stopped and time.time() - start > opts.seconds:
-                child.send_signal(signal.SIGINT)  # as Ctrl-C; the probe has written its record
-                stopped = True
+            if opts.seconds and time.time() - start > opts.seconds:
+                if not stopped:
+                    child.send_signal(signal.SIGINT)  # as Ctrl-C; the probe has written its record
+                    stopped = time.time()
+                elif time.time() - stopped > 60:  # still not stopped: the record is at most 1 s old
+                    child.kill()
             time.sleep(0.2)
         child.returncode = os.waitstatus_to_exitcode(status)
-    result = {"label": label, "exit": child.returncode, "stopped": stopped, "wall_s": time.time() - start,
+    result = {"label": label, "exit": child.returncode, "stopped": bool(stopped), "wall_s": time.time() - start,
               "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: KiB
     if record.exists():
         result.update(json.loads(record.read_text()))
