@@ -1,44 +1,65 @@
 #!/usr/bin/env bash
-# The GPU measurements still open, for a session lent a GPU (15 minutes of device time, 10 a command).
-# Here first, from the project root: bash ../shared/gpu/prepare.sh (it makes the git-ignored .gpu/ with
-# the wheels the GPU machine lacks, CleanRL's script and limits.py); then each device command carries
-# [".gpu"] and is `. .gpu/env.sh && bash benchmarks/gpu_session.sh PHASE`:
+# Speed and learning checks of dqn_atari.py on a machine with an NVIDIA GPU. From the repository root:
 #
-#   speed     # ~8 min: limits.py, train SPS of --num-envs 1 (eager and --compile) and of the fast path
-#             #   (--env-backend ale-vector --compile, 16 and 32 games), CleanRL's beside them; 1M buffer
-#   pong      # ~9 min: the fast path on Pong for 7.5 min, then 10 evaluation games; events and logs to $OUT
-#   learn     # starts the learning runs with setsid and returns at once
+#   bash benchmarks/gpu_session.sh PHASE
+#
+#   setup     # once: requirements.txt into this Python (install the CUDA build of torch first, see README;
+#             #   pip keeps it), and the venv of benchmarks/peers.py (CleanRL 1.2.0, SB3) in ~/.cache/dqn-peers
+#   speed     # ~8 min: train SPS of --num-envs 1 (eager and --compile) and of the fast path (--env-backend
+#             #   ale-vector --compile, 16 and 32 games) with benchmarks/speed.py, then CleanRL 1.2.0's
+#             #   dqn_atari.py beside ours (--num-envs 1) with benchmarks/peers.py; a 1M replay memory,
+#             #   learning after 20k steps, each setting for SECONDS_EACH (default 45) seconds
+#   pong      # ~9 min: the fast path on Pong for MINUTES (default 7.5), then 10 evaluation games
+#   learn     # starts the learning runs in the background (setsid) and returns at once
 #   stop      # stops them as Ctrl-C does (models saved), then evaluates each
-#   collect   # logs, TensorBoard events, models and eval videos into $OUT
+#   collect   # logs, TensorBoard events, models and evaluation videos into $OUT
+#
+# Results go to $OUT (default /tmp/dqn-gpu). WHEELS=/path: pip installs from that folder of wheels instead
+# of the package index (--no-index --find-links), for a machine without one; fill it elsewhere with
+# `pip download -d /path -r requirements.txt -r benchmarks/requirements-peers.txt` and
+# `pip download -d /path --no-deps --ignore-requires-python cleanrl==1.2.0 rl_zoo3==2.9.2` (the same Python
+# version and platform as the GPU machine). PEERS=cleanrl,sb3 adds SB3 to the comparison in `speed`.
 #
 # `learn` runs each entry of RUNS ("script:seed:num_envs", default: DQN and Double DQN, seeds 1 and 2,
-# one game each) on ENV_ID with the extra FLAGS, for STEPS steps (default 10M: the runs go as far as the
-# lease lets them; collect whenever: the TensorBoard events are written as they go; `stop` a few minutes
-# before the lease ends, for the evaluation), e.g. the fast path on Pong for longer than `pong` allows:
+# one game each) on ENV_ID with the extra FLAGS, for STEPS steps (default 10M, the full run: about 5 h at
+# --num-envs 1 on an H200). The TensorBoard events are written as the runs go, so `collect` works at any
+# time; `stop` ends them early with their models saved and evaluated. E.g. the fast path on Pong:
 #   RUNS=dqn_atari:1:16 ENV_ID=PongNoFrameskip-v4 FLAGS="--env-backend ale-vector --compile" bash benchmarks/gpu_session.sh learn
-# SCALE=small shrinks every phase to a one-minute check of this script on a CPU.
+# SCALE=small shrinks every phase to a few minutes' check of this script on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-/tmp/gpu-session}
+out=${OUT:-/tmp/dqn-gpu}
 mkdir -p "$out" runs
 small=$([ "${SCALE:-}" = small ] && echo 1 || echo 0)
 
 case "${1:-}" in
+setup)
+    index=${WHEELS:+--no-index --find-links $WHEELS}
+    # shellcheck disable=SC2086  # $index is a list of flags
+    python -m pip install $index -r requirements.txt
+    python benchmarks/peers.py --setup-only  # reads WHEELS too
+    ;;
 speed)
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-      python -c "import torch; print('torch', torch.__version__)"; } | tee "$out/device.txt"
-    [ -f .gpu/limits.py ] && python3 .gpu/limits.py dqn_atari.py 2>&1 | tee "$out/limits.txt"
+      python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } | tee "$out/device.txt"
     secs=${SECONDS_EACH:-45}
     IFS=';' read -r -a runs <<<"${SPEED_RUNS:---num-envs 1;--num-envs 1 --compile;--num-envs 16 --env-backend ale-vector --compile;--num-envs 32 --env-backend ale-vector --compile}"
     for flags in "${runs[@]}"; do
         # shellcheck disable=SC2086  # $flags is a list of flags
         if [ "$small" = 1 ]; then
-            python benchmarks/speed.py --total-timesteps 3000 --learning-starts 1000 --buffer-size 10000 -- $flags
+            python benchmarks/speed.py --total-timesteps 1500 --learning-starts 500 --buffer-size 5000 -- $flags
         else  # full replay memory, learning after 20k steps, each setting for $secs s from its start
             python benchmarks/speed.py --total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds "$secs" -- $flags
         fi
     done 2>&1 | grep -E '^\| |^error' | tee -a "$out/speed.md"
-    [ -f .gpu/cleanrl-speed.sh ] && bash .gpu/cleanrl-speed.sh "$secs" 2>&1 | tee -a "$out/speed.md"
+    # CleanRL 1.2.0 (and SB3 with PEERS=cleanrl,sb3) beside ours, one game each, timed the same way
+    if [ "$small" = 1 ]; then
+        size="--total-timesteps 1500 --learning-starts 500 --buffer-size 5000"
+    else
+        size="--total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds $secs"
+    fi
+    # shellcheck disable=SC2086  # $size is a list of flags
+    python benchmarks/peers.py --peers "${PEERS:-cleanrl}" --repeats 1 $size 2>&1 | tee "$out/peers.md"
     ;;
 pong)
     # the fast path's learning check in one command: Pong for MINUTES (default 7.5) of training, stopped as
@@ -89,7 +110,7 @@ collect)
     du -sh "$out"
     ;;
 *)
-    sed -n 2,19p "$0"
+    sed -n 2,29p "$0"
     exit 2
     ;;
 esac

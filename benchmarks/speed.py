@@ -2,13 +2,14 @@
 
     python benchmarks/speed.py                          # dqn_atari.py, 30,000 steps, learning from step 5,000
     python benchmarks/speed.py --script ddqn_atari.py -- --num-envs 4 --cuda
-    python benchmarks/speed.py --total-timesteps 10000000 --buffer-size 1000000 --seconds 120   # a time budget
+    python benchmarks/speed.py --total-timesteps 10000000 --buffer-size 1000000 --seconds 120   # stopped after 2 min
 
 "train SPS" is the environment steps per second after learning starts, when every step also pays for
 its share of gradient steps; it is read from the run's own TensorBoard events (the wall-clock times
 of the first and last `losses/td_loss` points). Peak RSS is the largest resident memory of the run's
-main process. Speed is compared only within one run of this machine: beside CleanRL's dqn_atari.py,
-run ../shared/bench/peers.py with this script's command (see README, "Speed").
+main process. Figures from different machines, or from different times on a shared one, do not compare
+well: to time this script beside CleanRL's dqn_atari.py and Stable-Baselines3's DQN in one run, with
+ratios, use benchmarks/peers.py (docs/speed.md).
 """
 
 import argparse
