@@ -798,8 +798,10 @@ class Run:
             self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
         elif stop_requests:
             print(": its checkpoint is written" if args.checkpoint_frequency else "")
-        if self.rb.writer is not None and self.rb.writer.is_alive():
-            print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
+        if self.rb.writer is not None:
+            self.rb.writer.join(timeout=1)
+            if self.rb.writer.is_alive():  # a full replay memory takes a while
+                print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
         self.rb.wait_for_checkpoint()
         interrupted = self.interrupted or bool(stop_requests)
 

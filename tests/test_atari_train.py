@@ -194,7 +194,7 @@ def test_compiled_gradient_step_is_the_eager_one_and_learns(tmp_path):
     what it computes. What must be equal is compared where it must be: one step on the same batch from the
     same network gives the same loss, gradients and Adam update, up to float32 rounding (fused kernels sum in
     another order). Whole runs are not compared: Adam turns rounding-sized gradient differences into lr-sized
-    steps, so two runs drift apart (losses 2.6% apart after 336 steps on one machine, identical on another);
+    steps, so two runs drift apart (their losses were 2.6% apart after 336 steps on a 2-core AMD EPYC);
     the compiled run must learn the game instead. dqn_atari.py only (see the module docstring); compiling
     takes ~30 s on the CPU, once: the run reuses the compiled step (same shapes)."""
     rng = torch.Generator().manual_seed(0)
