@@ -653,9 +653,9 @@ class Progress:
 
     def update(self, global_step, sps, recent_return, epsilon):
         text = f"SPS={sps} return={recent_return:.1f} epsilon={epsilon:.3f}"
-        if self.bar is not None:
-            self.bar.update(global_step - self.last)
+        if self.bar is not None:  # the figures first: update() draws the bar, with the postfix set before it
             self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(global_step - self.last)
             self.last = global_step
         elif global_step // self.every > self.last // self.every:
             print(f"global_step={global_step} {text}", flush=True)
@@ -664,6 +664,14 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def not_the_profiler_label_warning(record):
+    """--compile traces the gradient step's optimizer.zero_grad() and optimizer.step(), which torch wraps in a
+    profiler label (torch.autograd.profiler.record_function). The compiled step leaves the label out (only a
+    torch.profiler trace would show it) and torch warns "Profiler record function ... will be ignored": not a
+    problem of the run, so --compile drops that one message, and no other, from that one torch logger."""
+    return not record.getMessage().startswith("Profiler record function")
 
 
 class Run:
@@ -678,6 +686,10 @@ class Run:
         if make_env is globals()["make_env"]:  # tests pass environments of their own
             check_atari_env_id(args.env_id)
         self.args, self.make_env = args, make_env
+        if args.compile:
+            import logging
+
+            logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(not_the_profiler_label_warning)
         self.run_name = self.state["run_name"] if self.state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.run_dir = Path(f"runs/{self.run_name}")
         self.model_path = self.run_dir / f"{args.exp_name}.pt"

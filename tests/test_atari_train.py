@@ -6,9 +6,11 @@ The expensive tests (Atari runs, subprocesses) run dqn_atari.py only: outside th
 scripts are byte-identical (tests/test_ddqn_diff.py), and the TD target is tested here for both.
 """
 
+import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -191,16 +193,42 @@ def test_learns_to_pick_the_side_of_the_square(algo, tmp_path):
 def test_compiled_gradient_step_learns_as_the_eager_one(tmp_path):
     """--compile (torch.compile of the gradient step; on a GPU, CUDA graphs) changes how the step runs, not
     what it computes: the same run gives the same losses, up to the float rounding of fused kernels, and
-    learns. dqn_atari.py only (see the module docstring); compiling takes ~30 s on the CPU."""
+    learns. dqn_atari.py only (see the module docstring); compiling takes ~30 s on the CPU. Torch's
+    warning that the optimizer's profiler labels are left out of the compiled step is not shown."""
     (tmp_path / "eager").mkdir()
     (tmp_path / "compiled").mkdir()
     eager_losses, _ = train_on_side_game(dqn_atari, tmp_path / "eager")
-    losses, accuracy = train_on_side_game(dqn_atari, tmp_path / "compiled", compile=True)
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    logger.addHandler(handler)
+    torch._logging._internal.warning_once.cache_clear()  # torch warns once a process: this run could warn again
+    try:
+        losses, accuracy = train_on_side_game(dqn_atari, tmp_path / "compiled", compile=True)
+    finally:
+        logger.removeHandler(handler)
+    assert not [message for message in warned if "Profiler record function" in message], warned
     assert len(losses) == len(eager_losses) == 3, "336 gradient steps, a loss logged every 100"
     # Adam turns rounding-sized gradients into lr-sized steps, so the weights drift apart by ~1e-3 over
     # the run; the losses stay within 1%
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-2)
     assert accuracy >= 0.9, f"the compiled path picks the right side on only {accuracy:.0%} of fresh frames"
+
+
+def test_progress_bar_shows_the_figures_of_the_step_it_shows(monkeypatch, capsys):
+    """On a terminal, each redraw of the bar at step N shows step N's SPS and return, not the last update's."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    progress = dqn_atari.Progress(3000)
+    progress.bar.mininterval = 0  # tqdm redraws at most every 0.1 s: here at every update
+    for step in (1000, 2000, 3000):
+        progress.update(step, sps=step // 10, recent_return=step / 100, epsilon=0.5)
+    progress.close()
+    drawn = [text for text in capsys.readouterr().err.split("\r") if re.search(r"\b[123]000/3000", text)]
+    assert len(drawn) >= 3, drawn
+    for text in drawn:
+        step = int(re.search(r"\b([123]000)/3000", text)[1])
+        assert f"SPS={step // 10} return={step / 100:.1f}" in text, text
 
 
 # a short real Atari run, twice
