@@ -489,6 +489,17 @@ def check_atari_env_id(env_id):
         )
 
 
+def camera_in_game_process_only(filmed, unfilmed):
+    """AsyncVectorEnv builds its first game twice: once in this process, only to read its spaces, then in its
+    game process. A RecordVideo in the first build would create videos/<run_name>/, and the one that films
+    would then warn "Overwriting existing videos" on every run: the first build gets no camera."""
+
+    def thunk():
+        return (filmed if multiprocessing.parent_process() is not None else unfilmed)()
+
+    return thunk
+
+
 # FAST PATH: ale-py's C++ vector env
 class ALEVectorEnv:
     """--env-backend ale-vector: ale-py's own vector env, the fast path. Its games run on C++ threads of
@@ -715,12 +726,16 @@ class Run:
 
         # env setup: each game runs in its own process, so it steps while the network learns
         if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
+            if args.capture_video:
+                evaluated = (args.save_model or args.upload_model) and args.eval_episodes > 0
+                filmed = f"only the evaluation at the end (videos/{self.run_name}-eval/)" if evaluated else "and this run has no evaluation to film (--save-model)"
+                print(f"--capture-video: the ale-vector backend films no training game, {filmed}")
             self.envs = ALEVectorEnv(args.env_id, args.num_envs)
         else:
-            self.envs = gym.vector.AsyncVectorEnv(
-                [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)],
-                autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-            )
+            env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)]
+            if args.capture_video:
+                env_fns[0] = camera_in_game_process_only(env_fns[0], make_env(args.env_id, args.seed, 0, False, self.run_name))
+            self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
         assert isinstance(self.envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
         self.stop_requests, self.interrupted, self.recent_returns = [], False, deque(maxlen=20)
 

@@ -316,12 +316,17 @@ def test_same_seed_same_run(space_invaders_runs):
     assert result_a["eval_returns"] == result_b["eval_returns"]
 
 
-def test_ale_vector_backend_trains_and_logs_whole_games(tmp_path, monkeypatch):
+def test_ale_vector_backend_trains_and_logs_whole_games(tmp_path, monkeypatch, capsys):
     """--env-backend ale-vector, 2 games of 1,000 steps: the run learns from its buffer and logs each ended
     game (all its lives: thousands of frames) as the gymnasium backend does. That the scores are the
-    real ones is tested against the wrappers in test_atari_wrappers.py."""
+    real ones is tested against the wrappers in test_atari_wrappers.py. Its games are not filmed: with
+    --capture-video (and no evaluation here) it says so at the start, and records nothing."""
     monkeypatch.chdir(tmp_path)
-    result = dqn_atari.train(dqn_atari.Args(**{**SPACE_INVADERS_RUN, "env_backend": "ale-vector", "num_envs": 2, "eval_episodes": 0}))
+    args = dqn_atari.Args(**{**SPACE_INVADERS_RUN, "env_backend": "ale-vector", "num_envs": 2, "eval_episodes": 0, "capture_video": True})
+    result = dqn_atari.train(args)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--capture-video")]
+    assert len(said) == 1 and "films no training game" in said[0] and "no evaluation" in said[0], said
+    assert not (tmp_path / "videos").exists()
     logged = scalars(tmp_path / "runs" / result["run_name"])
     assert len(logged["losses/td_loss"]) >= 3
     assert logged["charts/episodic_return"] and all(r > 0 for _, r in logged["charts/episodic_return"])
