@@ -808,6 +808,17 @@ class Run:
         }, self.rb)  # fmt: skip
         self.checkpoint_step = global_step
 
+    def contents(self, model_saved):
+        """One line: the run's folder and what is in it (and where its videos are)."""
+        what = ["TensorBoard events"]
+        if self.checkpoint_step is not None:
+            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
+        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
+        if (self.run_dir / "hub").is_dir():
+            what.append("hub/, the files for the Hugging Face Hub")
+        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
+        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+
     def end(self, global_step, updates):
         """The last checkpoint, then the model saved, evaluated and uploaded as the flags ask."""
         args, run_name, run_dir, model_path, stop_requests = self.args, self.run_name, self.run_dir, self.model_path, self.stop_requests
@@ -841,13 +852,16 @@ class Run:
                 for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
                     self.wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
             self.wandb_run.finish()
+        script = os.path.basename(__file__)
         if interrupted:
-            script = os.path.basename(__file__)
             if stop_requests and args.checkpoint_frequency:
                 print(f"continue it with: python {script} --resume {run_dir}")
             if updates == 0:
                 print(f"learning had not started yet (it starts after step {args.learning_starts:,}): the saved network is untrained")
-            print(f"evaluate it with: python {script} --eval-only {model_path}")
+        model_saved = args.save_model or args.upload_model or interrupted
+        if model_saved:  # --eval-only plays the games of the run's own evaluation (its seed): the same score
+            print(f"evaluate it with: python {script} --eval-only {model_path}{eval_episodes_flag(args)}")
+        print(self.contents(model_saved))
         return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
 
@@ -902,6 +916,11 @@ def load_model(path, device):
     return q_network.to(memory_format=torch.channels_last), saved["args"]
 
 
+def eval_episodes_flag(args: Args):
+    """What an --eval-only command needs to replay the run's evaluation: its number of games, where not the default."""
+    return f" --eval-episodes {args.eval_episodes}" if args.eval_episodes not in (0, Args.eval_episodes) else ""
+
+
 def resolve_model_path(path_or_repo):
     """A model file, a run folder (the .pt file in it), or a Hub repo id (user/name) whose .pt file is downloaded."""
     if os.path.isdir(path_or_repo):  # runs/{run_name}
@@ -925,15 +944,29 @@ def resolve_model_path(path_or_repo):
         raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
 
 
-def eval_only(args: Args):
+# the flags --eval-only uses; the others only shape a training run, and are said to be ignored
+EVAL_ONLY_FLAGS = ("eval_only", "eval_episodes", "capture_video", "cuda", "seed", "env_id", "exp_name")
+
+
+def eval_only(args: Args, typed=()):
+    """Play the saved model on the games of its run's evaluation: its game and its seed, unless `typed` (the
+    fields whose flags were typed) holds seed. A typed --env-id of another game is refused."""
     if args.capture_video:
         check_args(args)
     device = select_device(args)
-    q_network, saved_args = load_model(resolve_model_path(args.eval_only), device)
+    model_path = resolve_model_path(args.eval_only)
+    q_network, saved_args = load_model(model_path, device)
     env_id = saved_args.get("env_id", args.env_id)
+    if "env_id" in typed and args.env_id != env_id:
+        raise UsageError(f"'{args.eval_only}' was trained on {env_id}: its network cannot play --env-id {args.env_id} (drop --env-id)")
     check_atari_env_id(env_id)
-    run_name = f"{file_name(env_id)}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
-    returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
+    ignored = [f"--{name.replace('_', '-')}" for name in sorted(set(typed) - set(EVAL_ONLY_FLAGS))]
+    if ignored:
+        print(f"--eval-only ignores {', '.join(ignored)}: {'it shapes' if len(ignored) == 1 else 'they shape'} a training run only")
+    seed = args.seed if "seed" in typed else saved_args.get("seed", args.seed)
+    print(f"evaluating {model_path} on {env_id}, seed {seed} ({'--seed' if 'seed' in typed else 'the seed of its run'})")
+    run_name = f"{file_name(env_id)}__{args.exp_name}-eval__{seed}__{int(time.time())}"
+    returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=seed)
     report_evaluation(returns)
     if args.capture_video:
         print(f"the video is in videos/{run_name}/")
@@ -1081,7 +1114,7 @@ Evaluation: {len(eval_returns)} full game(s) at epsilon 0.05, {mean:.2f} +/- {st
 Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
 
 ```sh
-python {script} --eval-only {hub_repo_id(args)} --capture-video
+python {script} --eval-only {hub_repo_id(args)}{eval_episodes_flag(args)} --capture-video
 ```
 
 Arguments of the run: `args.json`. Train it again:
@@ -1118,11 +1151,42 @@ def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
         print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
 
 
+def typed_flags(argv):
+    """The fields of Args whose flags appear in argv (`--seed 3`, `--seed=3`, `--no-cuda`): what the user asked
+    for, even where it equals the default (a value equal to the default cannot tell it apart)."""
+    names = {field.name for field in fields(Args)}
+    typed = set()
+    for token in argv:
+        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else ""
+        if name.startswith("no_") and name[3:] in names:  # --no-cuda: the boolean flag cuda
+            name = name[3:]
+        if name in names:
+            typed.add(name)
+    return typed
+
+
+def parse_args(argv):
+    """Args and the fields typed in argv. An unknown option is one line (tyro's own message is a box)."""
+    args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+    if unknown:
+        import difflib
+
+        script, word = os.path.basename(__file__), unknown[0].split("=", 1)[0]
+        if not word.startswith("-"):
+            raise UsageError(f"unexpected argument {word}; see python {script} --help")
+        names = [prefix + f.name.replace("_", "-") for f in fields(Args) for prefix in ("", "no-")[: 1 + (f.type is bool)]]
+        close = difflib.get_close_matches(word.lstrip("-"), names, n=1, cutoff=0.7)  # 0.7: --n-trails is not --no-track
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        raise UsageError(f"unrecognized option {word}{hint}; see python {script} --help")
+    return args, typed_flags(argv)
+
+
 def main(argv=None):
-    args = tyro.cli(Args, args=argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        args, typed = parse_args(argv)
         if args.eval_only:
-            eval_only(args)
+            eval_only(args, typed)
         else:
             train(args)
     except UsageError as e:

@@ -26,7 +26,7 @@ import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from helpers import live_processes_in_group, processes_left_in_group
+from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -309,6 +309,62 @@ def test_eval_only_takes_a_run_folder(space_invaders_runs, tmp_path, monkeypatch
         dqn_atari.resolve_model_path(f"runs/{result['run_name']}")
 
 
+def scores_printed(out):
+    return [float(score) for score in re.findall(r"^evaluation over \d+ games?: (-?[\d.]+)", out, re.M)]
+
+
+def test_eval_only_refuses_another_game_and_names_the_flags_it_ignores(space_invaders_runs, tmp_path, monkeypatch, capsys):
+    """A Space Invaders network cannot play Pong: --env-id of another game is one error line. Flags that
+    only shape training are ignored, and it says so; --env-id of the model's own game is no contradiction."""
+    folder, result, _ = space_invaders_runs[0]
+    model = str(folder / result["model_path"])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--eval-only", model, "--env-id", "PongNoFrameskip-v4", "--no-cuda"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "SpaceInvadersNoFrameskip-v4" in lines[0] and "--env-id PongNoFrameskip-v4" in lines[0], lines[0]
+    assert not scores_printed(out), "nothing may be played"
+
+    dqn_atari.main(["--eval-only", model, "--env-id", "SpaceInvadersNoFrameskip-v4", "--eval-episodes", "1", "--no-cuda",
+                    "--learning-rate", "0.1", "--num-envs=4"])  # fmt: skip
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "ignores" in line]
+    assert len(said) == 1 and "--learning-rate, --num-envs" in said[0] and "--env-id" not in said[0], out
+    assert scores_printed(out) == result["eval_returns"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_typed_flags_are_read_from_the_command_line(algo):
+    """What was typed, in each spelling tyro takes; a typed value equal to the default counts too."""
+    argv = ["--eval-only", "runs/x", "--seed", "1", "--env-id=PongNoFrameskip-v4", "--no-cuda", "--exp_name", "--odd"]
+    assert algo.typed_flags(argv) == {"eval_only", "seed", "env_id", "cuda", "exp_name"}
+    assert algo.typed_flags([]) == set()
+
+
+def test_the_printed_eval_only_command_replays_the_score_of_a_seed_3_run(tmp_path, monkeypatch, capsys):
+    """The run prints how to evaluate its model, and that command plays its evaluation's games (the seed
+    saved with the model, 3, not the default 1): the same score. A typed --seed still picks the games."""
+    monkeypatch.chdir(tmp_path)
+    dqn_atari.main(["--save-model", "--seed", "3", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
+    out = capsys.readouterr().out
+    commands = re.findall(r"^evaluate it with: python dqn_atari.py (.*)$", out, re.M)
+    assert len(commands) == 1 and len(scores_printed(out)) == 1, out
+    dqn_atari.main([*shlex.split(commands[0]), "--no-cuda"])
+    replayed = capsys.readouterr().out
+    assert scores_printed(replayed) == scores_printed(out), replayed
+    assert "seed 3 (the seed of its run)" in replayed
+
+    dqn_atari.main([*shlex.split(commands[0]), "--no-cuda", "--seed", "1"])
+    typed = capsys.readouterr().out
+    q_network, _ = dqn_atari.load_model(shlex.split(commands[0])[1], torch.device("cpu"))
+    seed_1 = dqn_atari.evaluate(q_network, "SpaceInvadersNoFrameskip-v4", 1, "unused", torch.device("cpu"), seed=1)
+    assert scores_printed(typed) == seed_1 and "seed 1 (--seed)" in typed, typed
+
+
 def test_same_seed_same_run(space_invaders_runs):
     (_, result_a, logged_a), (_, result_b, logged_b) = space_invaders_runs
     for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "charts/episodic_length"):
@@ -400,26 +456,60 @@ def test_bad_input_is_one_error_line_and_exit_code_2(bad_input_runs, case):
     assert sorted(p.name for p in cwd.iterdir()) == ["garbage.pt"], "nothing may be written (no runs/, videos/, ...)"
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [  # the format the four programs share; "did you mean" only for a close flag name
+        (["--n-trails", "3"], "unrecognized option --n-trails; see python dqn_atari.py --help"),
+        (["--sed=3"], "unrecognized option --sed (did you mean --seed?); see python dqn_atari.py --help"),
+        (["--seed", "3", "4"], "unexpected argument 4; see python dqn_atari.py --help"),
+    ],
+    ids=["misspelled option", "misspelled flag", "stray argument"],
+)
+def test_an_unknown_option_is_one_error_line(argv, message, capsys):
+    """Parsed before anything is done (so nothing is written): in-process, without a subprocess's imports."""
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err == f"error: {message}\n" and out == "", err
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--help"])
+    assert exit_info.value.code == 0 and "--eval-only" in capsys.readouterr().out
+
+
 TINY_RUN = ["--total-timesteps", "64", "--learning-starts", "16", "--buffer-size", "64", "--batch-size", "4"]
 
 
 def test_track_with_wandb_offline(tmp_path, subprocess_env):
+    """Also the quietest run: no model, no checkpoint; it still ends naming its folder."""
     wandb_dir = tmp_path / "wandb-dir"
     env = dict(subprocess_env, WANDB_MODE="offline", WANDB_DIR=str(wandb_dir), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
                WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))  # fmt: skip
-    result = run_script(["--track", *TINY_RUN], tmp_path, env)
+    result = run_script(["--track", "--checkpoint-frequency", "0", *TINY_RUN], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     offline_runs = list((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, list(wandb_dir.rglob("*"))
     assert [f for f in offline_runs[0].glob("run-*.wandb") if f.stat().st_size > 0]
-    assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
-
-
-def test_capture_video_records_training_and_evaluation(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    dqn_atari.main(["--capture-video", "--save-model", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert last_line_of_the_run(result.stdout, run_dir).endswith(": TensorBoard events, no model (--save-model saves one)")
+    assert [p.name for p in run_dir.iterdir() if not p.name.startswith("events.out.tfevents.")] == [], "only the events"
+
+
+def test_capture_video_records_training_and_evaluation(tmp_path, subprocess_env):
+    """As a user runs it (in pytest, a game process's warnings would be caught, not printed): no
+    "Overwriting existing videos" warning for a new folder. The last line names the run folder, its
+    checkpoint, model and videos."""
+    result = run_script(["--capture-video", "--save-model", "--eval-episodes", "1", "--no-cuda", *TINY_RUN], tmp_path, subprocess_env)
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 0 and "Overwriting existing videos" not in err, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    last = last_line_of_the_run(out, run_dir)
+    assert "the checkpoint of step 64" in last and "the model dqn_atari.pt" in last, last
+    assert last.endswith(f"; videos in videos/{run_dir.name}/ and videos/{run_dir.name}-eval/"), last
+    assert (run_dir / "checkpoint.json").is_file() and (run_dir / "dqn_atari.pt").is_file()
     videos = {folder.name: sorted(folder.glob("*.mp4")) for folder in (tmp_path / "videos").iterdir()}
     assert videos.get(run_dir.name), f"no training video: {videos}"
     # one game evaluated, one video: no clip of a game started after the last one (the Hub and wandb

@@ -32,7 +32,7 @@ import yaml  # a dependency of huggingface-hub
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from helpers import live_processes_in_group, processes_left_in_group, serve_as_hub_repo
+from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group, serve_as_hub_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -518,6 +518,8 @@ def test_a_run_stopped_before_learning_starts_says_its_network_is_untrained(tmp_
     assert result["interrupted"] and Path(result["model_path"]).is_file()
     assert "learning had not started yet (it starts after step 16): the saved network is untrained" in out
     assert f"evaluate it with: python dqn_atari.py --eval-only {result['model_path']}" in out
+    last = last_line_of_the_run(out, Path(f"runs/{result['run_name']}"))
+    assert last.endswith(": TensorBoard events, the model dqn_atari.pt"), "--checkpoint-frequency 0: no checkpoint"
 
 
 # the Hugging Face Hub
