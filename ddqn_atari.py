@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, NamedTuple, Optional, get_args, get_origin
+from typing import Literal, NamedTuple, Optional
 
 import ale_py
 import gymnasium as gym
@@ -489,6 +489,17 @@ def check_atari_env_id(env_id):
         )
 
 
+def camera_in_game_process_only(filmed, unfilmed):
+    """AsyncVectorEnv builds its first game twice: once in this process, only to read its spaces, then in its
+    game process. A RecordVideo in the first build would create videos/<run_name>/, and the one that films
+    would then warn "Overwriting existing videos" on every run: the first build gets no camera."""
+
+    def thunk():
+        return (filmed if multiprocessing.parent_process() is not None else unfilmed)()
+
+    return thunk
+
+
 # FAST PATH: ale-py's C++ vector env
 class ALEVectorEnv:
     """--env-backend ale-vector: ale-py's own vector env, the fast path. Its games run on C++ threads of
@@ -653,9 +664,9 @@ class Progress:
 
     def update(self, global_step, sps, recent_return, epsilon):
         text = f"SPS={sps} return={recent_return:.1f} epsilon={epsilon:.3f}"
-        if self.bar is not None:
-            self.bar.update(global_step - self.last)
+        if self.bar is not None:  # the figures first: update() draws the bar, with the postfix set before it
             self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(global_step - self.last)
             self.last = global_step
         elif global_step // self.every > self.last // self.every:
             print(f"global_step={global_step} {text}", flush=True)
@@ -664,6 +675,14 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def not_the_profiler_label_warning(record):
+    """--compile traces the gradient step's optimizer.zero_grad() and optimizer.step(), which torch wraps in a
+    profiler label (torch.autograd.profiler.record_function). The compiled step leaves the label out (only a
+    torch.profiler trace would show it) and torch warns "Profiler record function ... will be ignored": not a
+    problem of the run, so --compile drops that one message, and no other, from that one torch logger."""
+    return not record.getMessage().startswith("Profiler record function")
 
 
 class Run:
@@ -679,6 +698,10 @@ class Run:
         if make_env is globals()["make_env"]:  # tests pass environments of their own
             check_atari_env_id(args.env_id)
         self.args, self.make_env = args, make_env
+        if args.compile:
+            import logging
+
+            logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(not_the_profiler_label_warning)
         self.run_name = self.state["run_name"] if self.state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.run_dir = Path(f"runs/{self.run_name}")
         self.model_path = self.run_dir / f"{args.exp_name}.pt"
@@ -704,12 +727,16 @@ class Run:
 
         # env setup: each game runs in its own process, so it steps while the network learns
         if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
+            if args.capture_video:
+                evaluated = (args.save_model or args.upload_model) and args.eval_episodes > 0
+                filmed = f"only the evaluation at the end (videos/{self.run_name}-eval/)" if evaluated else "and this run has no evaluation to film (--save-model)"
+                print(f"--capture-video: the ale-vector backend films no training game, {filmed}")
             self.envs = ALEVectorEnv(args.env_id, args.num_envs)
         else:
-            self.envs = gym.vector.AsyncVectorEnv(
-                [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)],
-                autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-            )
+            env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)]
+            if args.capture_video:
+                env_fns[0] = camera_in_game_process_only(env_fns[0], make_env(args.env_id, args.seed, 0, False, self.run_name))
+            self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
         assert isinstance(self.envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
         self.stop_requests, self.interrupted, self.recent_returns = [], False, deque(maxlen=20)
 
@@ -787,6 +814,17 @@ class Run:
         }, self.rb)  # fmt: skip
         self.checkpoint_step = global_step
 
+    def contents(self, model_saved):
+        """One line: the run's folder and what is in it (and where its videos are)."""
+        what = ["TensorBoard events"]
+        if self.checkpoint_step is not None:
+            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
+        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
+        if (self.run_dir / "hub").is_dir():
+            what.append("hub/, the files for the Hugging Face Hub")
+        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
+        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+
     def end(self, global_step, updates):
         """The last checkpoint, then the model saved, evaluated and uploaded as the flags ask."""
         args, run_name, run_dir, model_path, stop_requests = self.args, self.run_name, self.run_dir, self.model_path, self.stop_requests
@@ -825,13 +863,16 @@ class Run:
                 for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
                     self.wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
             self.wandb_run.finish()
+        script = os.path.basename(__file__)
         if interrupted:
-            script = os.path.basename(__file__)
             if stop_requests and args.checkpoint_frequency:
                 print(f"continue it with: python {script} --resume {run_dir}")
             if updates == 0:
                 print(f"learning had not started yet (it starts after step {args.learning_starts:,}): the saved network is untrained")
-            print(f"evaluate it with: python {script} --eval-only {model_path}")
+        model_saved = args.save_model or args.upload_model or interrupted
+        if model_saved:  # --eval-only plays the games of the run's own evaluation (its seed): the same score
+            print(f"evaluate it with: python {script} --eval-only {model_path}{eval_episodes_flag(args)}")
+        print(self.contents(model_saved))
         return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
 
 
@@ -911,6 +952,11 @@ def load_model(path, device):
     return q_network.to(memory_format=torch.channels_last), saved["args"]
 
 
+def eval_episodes_flag(args: Args):
+    """What an --eval-only command needs to replay the run's evaluation: its number of games, where not the default."""
+    return f" --eval-episodes {args.eval_episodes}" if args.eval_episodes not in (0, Args.eval_episodes) else ""
+
+
 def resolve_model_path(path_or_repo):
     """A model file, a run folder (the .pt file in it), or a Hub repo id (user/name) whose .pt file is downloaded."""
     if os.path.isdir(path_or_repo):  # runs/{run_name}
@@ -934,15 +980,29 @@ def resolve_model_path(path_or_repo):
         raise UsageError(f"no saved model at '{path_or_repo}', and no model could be downloaded from the Hub repo of that name ({type(e).__name__})")
 
 
-def eval_only(args: Args):
+# the flags --eval-only uses; the others only shape a training run, and are said to be ignored
+EVAL_ONLY_FLAGS = ("eval_only", "eval_episodes", "capture_video", "cuda", "seed", "env_id", "exp_name")
+
+
+def eval_only(args: Args, typed=()):
+    """Play the saved model on the games of its run's evaluation: its game and its seed, unless `typed` (the
+    fields whose flags were typed) holds seed. A typed --env-id of another game is refused."""
     if args.capture_video:
         check_args(args)
     device = select_device(args)
-    q_network, saved_args = load_model(resolve_model_path(args.eval_only), device)
+    model_path = resolve_model_path(args.eval_only)
+    q_network, saved_args = load_model(model_path, device)
     env_id = saved_args.get("env_id", args.env_id)
+    if "env_id" in typed and args.env_id != env_id:
+        raise UsageError(f"'{args.eval_only}' was trained on {env_id}: its network cannot play --env-id {args.env_id} (drop --env-id)")
     check_atari_env_id(env_id)
-    run_name = f"{file_name(env_id)}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"
-    returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=args.seed)
+    ignored = [f"--{name.replace('_', '-')}" for name in sorted(set(typed) - set(EVAL_ONLY_FLAGS))]
+    if ignored:
+        print(f"--eval-only ignores {', '.join(ignored)}: {'it shapes' if len(ignored) == 1 else 'they shape'} a training run only")
+    seed = args.seed if "seed" in typed else saved_args.get("seed", args.seed)
+    print(f"evaluating {model_path} on {env_id}, seed {seed} ({'--seed' if 'seed' in typed else 'the seed of its run'})")
+    run_name = f"{file_name(env_id)}__{args.exp_name}-eval__{seed}__{int(time.time())}"
+    returns = evaluate(q_network, env_id, args.eval_episodes, run_name, device, capture_video=args.capture_video, seed=seed)
     report_evaluation(returns)
     if args.capture_video:
         print(f"the video is in videos/{run_name}/")
@@ -1005,7 +1065,7 @@ RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project
 
 def load_checkpoint(run_dir, args: Args, typed=None):
     """The state of the last checkpoint of a run folder, and the run's own arguments with the flags typed
-    with --resume applied. typed: the fields set on the command line (see typed_fields); None (a call from
+    with --resume applied. typed: the fields set on the command line (see typed_flags); None (a call from
     Python): the fields whose value differs from their default."""
     try:
         pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
@@ -1034,21 +1094,6 @@ def load_checkpoint(run_dir, args: Args, typed=None):
     if saved.total_timesteps < state["global_step"]:
         raise UsageError(f"--total-timesteps {saved.total_timesteps} is below the step of the checkpoint in '{run_dir}' ({state['global_step']:,}): pass a larger one to go on")
     return state, folder, saved
-
-
-def typed_fields(argv):
-    """The Args fields that the command line sets, also to their default value: argv is parsed again
-    over defaults that all differ from Args', so a field comes out the same twice only if argv sets it."""
-    def another(field):
-        value = getattr(Args(), field.name)
-        if get_origin(field.type) is Literal:
-            return next(choice for choice in get_args(field.type) if choice != value)
-        if isinstance(value, (bool, int, float)):
-            return not value if isinstance(value, bool) else value + 1
-        return f"{value}?"  # str and Optional[str]
-
-    once, again = tyro.cli(Args, args=argv), tyro.cli(Args, args=argv, default=Args(**{f.name: another(f) for f in fields(Args)}))
-    return {field.name for field in fields(Args) if getattr(once, field.name) == getattr(again, field.name)}
 
 
 # the replay memory of a checkpoint
@@ -1208,7 +1253,7 @@ Evaluation: {len(eval_returns)} full game(s) at epsilon 0.05, {mean:.2f} +/- {st
 Watch it play (`pip install -r requirements.txt` from the project that holds `{script}`):
 
 ```sh
-python {script} --eval-only {hub_repo_id(args)} --capture-video
+python {script} --eval-only {hub_repo_id(args)}{eval_episodes_flag(args)} --capture-video
 ```
 
 Arguments of the run: `args.json`. Train it again:
@@ -1245,14 +1290,44 @@ def push_to_hub(args: Args, run_name, model_path, eval_returns, video_folder):
         print(f"upload to the Hugging Face Hub failed ({type(e).__name__}): {later}")
 
 
+def typed_flags(argv):
+    """The fields of Args whose flags appear in argv (`--seed 3`, `--seed=3`, `--no-cuda`): what the user asked
+    for, even where it equals the default (a value equal to the default cannot tell it apart)."""
+    names = {field.name for field in fields(Args)}
+    typed = set()
+    for token in argv:
+        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else ""
+        if name.startswith("no_") and name[3:] in names:  # --no-cuda: the boolean flag cuda
+            name = name[3:]
+        if name in names:
+            typed.add(name)
+    return typed
+
+
+def parse_args(argv):
+    """Args and the fields typed in argv. An unknown option is one line (tyro's own message is a box)."""
+    args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+    if unknown:
+        import difflib
+
+        script, word = os.path.basename(__file__), unknown[0].split("=", 1)[0]
+        if not word.startswith("-"):
+            raise UsageError(f"unexpected argument {word}; see python {script} --help")
+        names = [prefix + f.name.replace("_", "-") for f in fields(Args) for prefix in ("", "no-")[: 1 + (f.type is bool)]]
+        close = difflib.get_close_matches(word.lstrip("-"), names, n=1, cutoff=0.7)  # 0.7: --n-trails is not --no-track
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        raise UsageError(f"unrecognized option {word}{hint}; see python {script} --help")
+    return args, typed_flags(argv)
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = tyro.cli(Args, args=argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        args, typed = parse_args(argv)
         if args.eval_only:
-            eval_only(args)
+            eval_only(args, typed)
         else:
-            train(args, typed=typed_fields(argv) if args.resume else None)
+            train(args, typed=typed if args.resume else None)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -28,6 +28,14 @@ def processes_left_in_group(pgid, timeout=10):
     return live_processes_in_group(pgid)
 
 
+def last_line_of_the_run(out, run_dir: Path) -> str:
+    """The line an Atari run ends with, naming its folder and what is in it (checked here: its events)."""
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"run folder runs/{run_dir.name}: TensorBoard events"), out
+    assert list(run_dir.glob("events.out.tfevents.*")), f"no TensorBoard events in {run_dir}"
+    return last
+
+
 def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
     """Make huggingface_hub serve `folder` as every repo (no network); returns the calls it received."""
     calls = []

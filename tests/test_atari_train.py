@@ -7,9 +7,11 @@ scripts are byte-identical (tests/test_ddqn_diff.py), and the TD target is teste
 """
 
 import copy
+import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,7 +27,7 @@ import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from helpers import live_processes_in_group, processes_left_in_group
+from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -196,10 +198,24 @@ def test_compiled_gradient_step_is_the_eager_one_and_learns(tmp_path):
     another order). Whole runs are not compared: Adam turns rounding-sized gradient differences into lr-sized
     steps, so two runs drift apart (their losses were 2.6% apart after 336 steps on a 2-core AMD EPYC);
     the compiled run must learn the game instead. dqn_atari.py only (see the module docstring); compiling
-    takes ~30 s on the CPU, once: the run reuses the compiled step (same shapes)."""
+    takes ~30 s on the CPU, once: the one-step comparison reuses the run's compiled step (same shapes).
+    Torch's warning that the optimizer's profiler labels are left out of the compiled step is not shown."""
+    warned = []  # the run compiles first, so that its tracing is what could warn
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    logger.addHandler(handler)
+    torch._logging._internal.warning_once.cache_clear()  # torch warns once a process: this run could warn again
+    try:
+        _, accuracy = train_on_side_game(dqn_atari, tmp_path, compile=True)
+    finally:
+        logger.removeHandler(handler)
+    assert not [message for message in warned if "Profiler record function" in message], warned
+    assert accuracy >= 0.9, f"the compiled path picks the right side on only {accuracy:.0%} of fresh frames"
+
     rng = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (16, 5, 84, 84), dtype=torch.uint8, generator=rng)
-    batch = dqn_atari.ReplayBatch(  # SIDE_GAME_RUN's shapes and learning rate, so the run below reuses the compiled step
+    batch = dqn_atari.ReplayBatch(  # SIDE_GAME_RUN's shapes and learning rate: the run's compiled step is reused
         observations=frames[:, :4], next_observations=frames[:, 1:], actions=torch.randint(2, (16, 1), generator=rng),
         rewards=torch.randn(16, generator=rng), dones=(torch.rand(16, generator=rng) < 0.3).float(),
     )  # fmt: skip
@@ -228,8 +244,20 @@ def test_compiled_gradient_step_is_the_eager_one_and_learns(tmp_path):
     for (name, p), e in zip(compiled.named_parameters(), expected.parameters()):
         torch.testing.assert_close(p, e, msg=name)  # float32 tolerances; the step moved each weight by ~lr (1e-3)
 
-    _, accuracy = train_on_side_game(dqn_atari, tmp_path, compile=True)
-    assert accuracy >= 0.9, f"the compiled path picks the right side on only {accuracy:.0%} of fresh frames"
+
+def test_progress_bar_shows_the_figures_of_the_step_it_shows(monkeypatch, capsys):
+    """On a terminal, each redraw of the bar at step N shows step N's SPS and return, not the last update's."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    progress = dqn_atari.Progress(3000)
+    progress.bar.mininterval = 0  # tqdm redraws at most every 0.1 s: here at every update
+    for step in (1000, 2000, 3000):
+        progress.update(step, sps=step // 10, recent_return=step / 100, epsilon=0.5)
+    progress.close()
+    drawn = [text for text in capsys.readouterr().err.split("\r") if re.search(r"\b[123]000/3000", text)]
+    assert len(drawn) >= 3, drawn
+    for text in drawn:
+        step = int(re.search(r"\b([123]000)/3000", text)[1])
+        assert f"SPS={step // 10} return={step / 100:.1f}" in text, text
 
 
 # a short real Atari run, twice
@@ -310,6 +338,62 @@ def test_eval_only_takes_a_run_folder(space_invaders_runs, tmp_path, monkeypatch
         dqn_atari.resolve_model_path(f"runs/{result['run_name']}")
 
 
+def scores_printed(out):
+    return [float(score) for score in re.findall(r"^evaluation over \d+ games?: (-?[\d.]+)", out, re.M)]
+
+
+def test_eval_only_refuses_another_game_and_names_the_flags_it_ignores(space_invaders_runs, tmp_path, monkeypatch, capsys):
+    """A Space Invaders network cannot play Pong: --env-id of another game is one error line. Flags that
+    only shape training are ignored, and it says so; --env-id of the model's own game is no contradiction."""
+    folder, result, _ = space_invaders_runs[0]
+    model = str(folder / result["model_path"])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--eval-only", model, "--env-id", "PongNoFrameskip-v4", "--no-cuda"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "SpaceInvadersNoFrameskip-v4" in lines[0] and "--env-id PongNoFrameskip-v4" in lines[0], lines[0]
+    assert not scores_printed(out), "nothing may be played"
+
+    dqn_atari.main(["--eval-only", model, "--env-id", "SpaceInvadersNoFrameskip-v4", "--eval-episodes", "1", "--no-cuda",
+                    "--learning-rate", "0.1", "--num-envs=4"])  # fmt: skip
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "ignores" in line]
+    assert len(said) == 1 and "--learning-rate, --num-envs" in said[0] and "--env-id" not in said[0], out
+    assert scores_printed(out) == result["eval_returns"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_typed_flags_are_read_from_the_command_line(algo):
+    """What was typed, in each spelling tyro takes; a typed value equal to the default counts too."""
+    argv = ["--eval-only", "runs/x", "--seed", "1", "--env-id=PongNoFrameskip-v4", "--no-cuda", "--exp_name", "--odd"]
+    assert algo.typed_flags(argv) == {"eval_only", "seed", "env_id", "cuda", "exp_name"}
+    assert algo.typed_flags([]) == set()
+
+
+def test_the_printed_eval_only_command_replays_the_score_of_a_seed_3_run(tmp_path, monkeypatch, capsys):
+    """The run prints how to evaluate its model, and that command plays its evaluation's games (the seed
+    saved with the model, 3, not the default 1): the same score. A typed --seed still picks the games."""
+    monkeypatch.chdir(tmp_path)
+    dqn_atari.main(["--save-model", "--seed", "3", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
+    out = capsys.readouterr().out
+    commands = re.findall(r"^evaluate it with: python dqn_atari.py (.*)$", out, re.M)
+    assert len(commands) == 1 and len(scores_printed(out)) == 1, out
+    dqn_atari.main([*shlex.split(commands[0]), "--no-cuda"])
+    replayed = capsys.readouterr().out
+    assert scores_printed(replayed) == scores_printed(out), replayed
+    assert "seed 3 (the seed of its run)" in replayed
+
+    dqn_atari.main([*shlex.split(commands[0]), "--no-cuda", "--seed", "1"])
+    typed = capsys.readouterr().out
+    q_network, _ = dqn_atari.load_model(shlex.split(commands[0])[1], torch.device("cpu"))
+    seed_1 = dqn_atari.evaluate(q_network, "SpaceInvadersNoFrameskip-v4", 1, "unused", torch.device("cpu"), seed=1)
+    assert scores_printed(typed) == seed_1 and "seed 1 (--seed)" in typed, typed
+
+
 def test_same_seed_same_run(space_invaders_runs):
     (_, result_a, logged_a), (_, result_b, logged_b) = space_invaders_runs
     for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "charts/episodic_length"):
@@ -317,12 +401,17 @@ def test_same_seed_same_run(space_invaders_runs):
     assert result_a["eval_returns"] == result_b["eval_returns"]
 
 
-def test_ale_vector_backend_trains_and_logs_whole_games(tmp_path, monkeypatch):
+def test_ale_vector_backend_trains_and_logs_whole_games(tmp_path, monkeypatch, capsys):
     """--env-backend ale-vector, 2 games of 1,000 steps: the run learns from its buffer and logs each ended
     game (all its lives: thousands of frames) as the gymnasium backend does. That the scores are the
-    real ones is tested against the wrappers in test_atari_wrappers.py."""
+    real ones is tested against the wrappers in test_atari_wrappers.py. Its games are not filmed: with
+    --capture-video (and no evaluation here) it says so at the start, and records nothing."""
     monkeypatch.chdir(tmp_path)
-    result = dqn_atari.train(dqn_atari.Args(**{**SPACE_INVADERS_RUN, "env_backend": "ale-vector", "num_envs": 2, "eval_episodes": 0}))
+    args = dqn_atari.Args(**{**SPACE_INVADERS_RUN, "env_backend": "ale-vector", "num_envs": 2, "eval_episodes": 0, "capture_video": True})
+    result = dqn_atari.train(args)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--capture-video")]
+    assert len(said) == 1 and "films no training game" in said[0] and "no evaluation" in said[0], said
+    assert not (tmp_path / "videos").exists()
     logged = scalars(tmp_path / "runs" / result["run_name"])
     assert len(logged["losses/td_loss"]) >= 3
     assert logged["charts/episodic_return"] and all(r > 0 for _, r in logged["charts/episodic_return"])
@@ -396,26 +485,60 @@ def test_bad_input_is_one_error_line_and_exit_code_2(bad_input_runs, case):
     assert sorted(p.name for p in cwd.iterdir()) == ["garbage.pt"], "nothing may be written (no runs/, videos/, ...)"
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [  # the format the four programs share; "did you mean" only for a close flag name
+        (["--n-trails", "3"], "unrecognized option --n-trails; see python dqn_atari.py --help"),
+        (["--sed=3"], "unrecognized option --sed (did you mean --seed?); see python dqn_atari.py --help"),
+        (["--seed", "3", "4"], "unexpected argument 4; see python dqn_atari.py --help"),
+    ],
+    ids=["misspelled option", "misspelled flag", "stray argument"],
+)
+def test_an_unknown_option_is_one_error_line(argv, message, capsys):
+    """Parsed before anything is done (so nothing is written): in-process, without a subprocess's imports."""
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err == f"error: {message}\n" and out == "", err
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--help"])
+    assert exit_info.value.code == 0 and "--eval-only" in capsys.readouterr().out
+
+
 TINY_RUN = ["--total-timesteps", "64", "--learning-starts", "16", "--buffer-size", "64", "--batch-size", "4"]
 
 
 def test_track_with_wandb_offline(tmp_path, subprocess_env):
+    """Also the quietest run: no model, no checkpoint; it still ends naming its folder."""
     wandb_dir = tmp_path / "wandb-dir"
     env = dict(subprocess_env, WANDB_MODE="offline", WANDB_DIR=str(wandb_dir), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
                WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"))  # fmt: skip
-    result = run_script(["--track", *TINY_RUN], tmp_path, env)
+    result = run_script(["--track", "--checkpoint-frequency", "0", *TINY_RUN], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     offline_runs = list((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, list(wandb_dir.rglob("*"))
     assert [f for f in offline_runs[0].glob("run-*.wandb") if f.stat().st_size > 0]
-    assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
-
-
-def test_capture_video_records_training_and_evaluation(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    dqn_atari.main(["--capture-video", "--save-model", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert last_line_of_the_run(result.stdout, run_dir).endswith(": TensorBoard events, no model (--save-model saves one)")
+    assert [p.name for p in run_dir.iterdir() if not p.name.startswith("events.out.tfevents.")] == [], "only the events"
+
+
+def test_capture_video_records_training_and_evaluation(tmp_path, subprocess_env):
+    """As a user runs it (in pytest, a game process's warnings would be caught, not printed): no
+    "Overwriting existing videos" warning for a new folder. The last line names the run folder, its
+    checkpoint, model and videos."""
+    result = run_script(["--capture-video", "--save-model", "--eval-episodes", "1", "--no-cuda", *TINY_RUN], tmp_path, subprocess_env)
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 0 and "Overwriting existing videos" not in err, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    last = last_line_of_the_run(out, run_dir)
+    assert "the checkpoint of step 64" in last and "the model dqn_atari.pt" in last, last
+    assert last.endswith(f"; videos in videos/{run_dir.name}/ and videos/{run_dir.name}-eval/"), last
+    assert (run_dir / "checkpoint.json").is_file() and (run_dir / "dqn_atari.pt").is_file()
     videos = {folder.name: sorted(folder.glob("*.mp4")) for folder in (tmp_path / "videos").iterdir()}
     assert videos.get(run_dir.name), f"no training video: {videos}"
     # one game evaluated, one video: no clip of a game started after the last one (the Hub and wandb

@@ -32,7 +32,7 @@ import yaml  # a dependency of huggingface-hub
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from helpers import live_processes_in_group, processes_left_in_group, serve_as_hub_repo
+from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group, serve_as_hub_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -505,12 +505,6 @@ def short_run(tmp_path_factory):
     return cwd / "runs" / result["run_name"]
 
 
-def test_typed_fields_are_read_from_the_command_line():
-    argv = ["--resume", "runs/x", "--total-timesteps=10000000", "--no-cuda", "--eval_episodes", "10", "--env-backend", "gymnasium"]
-    assert dqn_atari.typed_fields(argv) == {"resume", "total_timesteps", "cuda", "eval_episodes", "env_backend"}
-    assert dqn_atari.typed_fields([]) == set()
-
-
 def test_resume_applies_every_typed_flag_even_at_its_default(short_run, tmp_path, monkeypatch, capsys):
     """--eval-episodes 10 and --total-timesteps 10000000 are the defaults, and typed: they take effect on a
     run saved with 1 game and 64 steps; --learning-rate 0.0001 (the default) on a run of lr 1e-3 is refused."""
@@ -524,7 +518,7 @@ def test_resume_applies_every_typed_flag_even_at_its_default(short_run, tmp_path
     assert "--learning-rate 0.001" in err and "drop --learning-rate 0.0001" in err, err
 
     argv = [*resume, "--total-timesteps", "10000000", "--eval-episodes", "10"]
-    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(), dqn_atari.typed_fields(argv))
+    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(), dqn_atari.typed_flags(argv))
     assert (args.total_timesteps, args.eval_episodes, args.learning_rate) == (10_000_000, 10, 1e-3)
     games = []  # the whole path through main(), with 16 more steps instead of 10M, and no games played
     monkeypatch.setattr(dqn_atari, "evaluate", lambda q_network, env_id, eval_episodes, *a, **k: games.append(eval_episodes) or [0.0] * eval_episodes)
@@ -664,6 +658,8 @@ def test_a_run_stopped_before_learning_starts_says_its_network_is_untrained(tmp_
     assert result["interrupted"] and Path(result["model_path"]).is_file()
     assert "learning had not started yet (it starts after step 16): the saved network is untrained" in out
     assert f"evaluate it with: python dqn_atari.py --eval-only {result['model_path']}" in out
+    last = last_line_of_the_run(out, Path(f"runs/{result['run_name']}"))
+    assert last.endswith(": TensorBoard events, the model dqn_atari.pt"), "--checkpoint-frequency 0: no checkpoint"
 
 
 # the Hugging Face Hub
