@@ -1312,11 +1312,10 @@ def parse_args(argv):
 
         script, word = os.path.basename(__file__), unknown[0].split("=", 1)[0]
         if not word.startswith("-"):
-            raise UsageError(f"unexpected argument {word}; see python {script} --help")
+            raise UsageError(f"unexpected argument {word}: see python {script} --help")
         names = [prefix + f.name.replace("_", "-") for f in fields(Args) for prefix in ("", "no-")[: 1 + (f.type is bool)]]
         close = difflib.get_close_matches(word.lstrip("-"), names, n=1, cutoff=0.7)  # 0.7: --n-trails is not --no-track
-        hint = f" (did you mean --{close[0]}?)" if close else ""
-        raise UsageError(f"unrecognized option {word}{hint}; see python {script} --help")
+        raise UsageError(f"unknown option {word}: " + (f"did you mean --{close[0]}?" if close else f"see python {script} --help"))
     return args, typed_flags(argv)
 
 

@@ -488,9 +488,9 @@ def test_bad_input_is_one_error_line_and_exit_code_2(bad_input_runs, case):
 @pytest.mark.parametrize(
     "argv, message",
     [  # the format the four programs share; "did you mean" only for a close flag name
-        (["--n-trails", "3"], "unrecognized option --n-trails; see python dqn_atari.py --help"),
-        (["--sed=3"], "unrecognized option --sed (did you mean --seed?); see python dqn_atari.py --help"),
-        (["--seed", "3", "4"], "unexpected argument 4; see python dqn_atari.py --help"),
+        (["--n-trails", "3"], "unknown option --n-trails: see python dqn_atari.py --help"),
+        (["--sed=3"], "unknown option --sed: did you mean --seed?"),
+        (["--seed", "3", "4"], "unexpected argument 4: see python dqn_atari.py --help"),
     ],
     ids=["misspelled option", "misspelled flag", "stray argument"],
 )
