@@ -69,7 +69,7 @@ def recorded_buffer(algo, tmp_path, monkeypatch):
     def run(num_envs, buffer_size, total_timesteps):
         calls, buffers = [], []
 
-        class RecordingBuffer(algo.ReplayBuffer):
+        class RecordingBuffer(algo.CheckpointedReplayBuffer):  # the replay memory of train()
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 buffers.append(self)
@@ -79,7 +79,7 @@ def recorded_buffer(algo, tmp_path, monkeypatch):
                 return super().add(obs, actions, rewards, next_obs, terminations, truncations, *args, **kwargs)
 
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(algo, "ReplayBuffer", RecordingBuffer)
+        monkeypatch.setattr(algo, "CheckpointedReplayBuffer", RecordingBuffer)
         args = algo.Args(
             env_id="EpisodesGame", num_envs=num_envs, buffer_size=buffer_size, total_timesteps=total_timesteps,
             learning_starts=total_timesteps - 1, batch_size=4, cuda=False,  # no gradient step: only the buffer
