@@ -694,10 +694,9 @@ def compiled(step, device):
     return update
 
 
-class Run:
-    """Everything a training run does around the DQN loop of train(): its arguments, folder, device,
-    replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end).
-    typed: the fields set on the command line, which --resume applies (None: those that differ from their default)."""
+class RunSetup:
+    """A run's arguments, folder, device and seeding (__init__), its replay memory and its games. typed: the
+    fields set on the command line, which --resume applies (None: those that differ from their default)."""
 
     def __init__(self, args: Args, make_env, typed=None):
         self.state = None
@@ -756,6 +755,10 @@ class Run:
         assert isinstance(self.envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
         return self.envs
 
+class RunStart:
+    """--resume's checkpoint loaded into the networks, the optimizer, the replay memory and the exploration;
+    then logging starts."""
+
     def resume(self, q_network, target_network, optimizer, rng):
         """Load the checkpoint of --resume (if any) into the networks, the optimizer, the replay memory and
         the exploration, then start logging; returns the environment step and gradient step to go on from."""
@@ -779,7 +782,11 @@ class Run:
             saved = state["args"]
             self.exploration_steps = state.get("exploration_steps", saved["exploration_fraction"] * saved["total_timesteps"])
             print(f"resuming {self.run_name} at step {global_step:,}: the games start new episodes")
+        self.start_logging(global_step)
+        return global_step, updates, self.writer
 
+    def start_logging(self, global_step):
+        args, state = self.args, self.state
         # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
         self.writer = SummaryWriter(str(self.run_dir), purge_step=global_step if state else None)
         self.wandb_run = start_wandb(args, self.run_name, state["wandb_id"] if state else None) if args.track else None
@@ -791,7 +798,10 @@ class Run:
         self.checkpoint_step = global_step if state else None  # the step of the checkpoint on disk
         self.start_time, self.start_step = time.time(), global_step
         self.progress = Progress(args.total_timesteps, initial=global_step)
-        return global_step, updates, self.writer
+
+
+class RunLoop:
+    """What the loop of train() calls: Ctrl-C handling, logging, checkpoints."""
 
     @contextlib.contextmanager
     def stoppable(self):
@@ -843,34 +853,15 @@ class Run:
         }, self.rb)  # fmt: skip
         self.checkpoint_step = global_step
 
-    def contents(self, model_saved):
-        """One line: the run's folder and what is in it (and where its videos are)."""
-        what = ["TensorBoard events"]
-        if self.checkpoint_step is not None:
-            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
-        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
-        if (self.run_dir / "hub").is_dir():
-            what.append("hub/, the files for the Hugging Face Hub")
-        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
-        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+class RunEnd:
+    """The end of a run: the last checkpoint, the model saved, evaluated and uploaded, the logs closed."""
 
     def end(self, global_step, updates):
         """The last checkpoint, then the model saved, evaluated and uploaded as the flags ask."""
-        args, run_name, run_dir, model_path, stop_requests = self.args, self.run_name, self.run_dir, self.model_path, self.stop_requests
+        args, run_name, model_path = self.args, self.run_name, self.model_path
         q_network = self.trained[0]
-        if stop_requests:
-            print(f"\nstopped at step {global_step:,}", end="")
-        if args.checkpoint_frequency and not self.interrupted and self.checkpoint_step != global_step:
-            print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
-            self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
-        elif stop_requests:
-            print(": its checkpoint is written" if args.checkpoint_frequency else "")
-        if self.rb.writer is not None:
-            self.rb.writer.join(timeout=1)
-            if self.rb.writer.is_alive():  # a full replay memory takes a while
-                print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
-        self.rb.wait_for_checkpoint()
-        interrupted = self.interrupted or bool(stop_requests)
+        self.last_checkpoint(global_step, updates)
+        interrupted = self.interrupted or bool(self.stop_requests)
 
         eval_returns = []
         if args.save_model or args.upload_model or interrupted:
@@ -884,6 +875,27 @@ class Run:
             report_evaluation(eval_returns, self.writer)
             if args.upload_model:
                 push_to_hub(args, run_name, model_path, eval_returns, f"videos/{run_name}-eval")
+        self.close_logs()
+        self.say_what_is_left(updates, interrupted)
+        return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+
+    def last_checkpoint(self, global_step, updates):
+        args, stop_requests = self.args, self.stop_requests
+        if stop_requests:
+            print(f"\nstopped at step {global_step:,}", end="")
+        if args.checkpoint_frequency and not self.interrupted and self.checkpoint_step != global_step:
+            print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
+            self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
+        elif stop_requests:
+            print(": its checkpoint is written" if args.checkpoint_frequency else "")
+        if self.rb.writer is not None:
+            self.rb.writer.join(timeout=1)
+            if self.rb.writer.is_alive():  # a full replay memory takes a while
+                print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
+        self.rb.wait_for_checkpoint()
+
+    def close_logs(self):
+        args, run_name = self.args, self.run_name
         self.writer.close()
         if self.wandb_run is not None:
             if args.capture_video:
@@ -892,6 +904,25 @@ class Run:
                 for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
                     self.wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
             self.wandb_run.finish()
+
+
+class RunReport:
+    """The last lines of a run: how to go on from it, and what its folder holds."""
+
+    def contents(self, model_saved):
+        """One line: the run's folder and what is in it (and where its videos are)."""
+        what = ["TensorBoard events"]
+        if self.checkpoint_step is not None:
+            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
+        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
+        if (self.run_dir / "hub").is_dir():
+            what.append("hub/, the files for the Hugging Face Hub")
+        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
+        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+
+    def say_what_is_left(self, updates, interrupted):
+        """How to go on: --resume, --eval-only, and what the run folder holds."""
+        args, stop_requests, run_dir, model_path = self.args, self.stop_requests, self.run_dir, self.model_path
         script = os.path.basename(__file__)
         if interrupted:
             if stop_requests and args.checkpoint_frequency:
@@ -902,7 +933,11 @@ class Run:
         if model_saved:  # --eval-only plays the games of the run's own evaluation (its seed): the same score
             print(f"evaluate it with: python {script} --eval-only {model_path}{eval_episodes_flag(args)}")
         print(self.contents(model_saved))
-        return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+
+
+class Run(RunSetup, RunStart, RunLoop, RunEnd, RunReport):
+    """Everything a training run does around the DQN loop of train(): its set-up (RunSetup), --resume and
+    logging (RunStart), what the loop calls (RunLoop), its end (RunEnd) and its last lines (RunReport)."""
 
 
 # EVALUATION AND SAVING
