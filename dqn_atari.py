@@ -36,7 +36,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from ale_py.vector_env import AtariVectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)  # ale-py >= 0.9 ships the ROMs; this makes "SpaceInvadersNoFrameskip-v4" known to gym.make
@@ -244,13 +243,12 @@ class QNetwork(nn.Module):
         )  # fmt: skip
 
     def forward(self, x):
-        # frames are stored as uint8 (4x less memory); the network sees floats in [0, 1].
-        # channels-last is only a memory layout: the same numbers, but faster convolutions on CPUs and GPUs
+        # uint8 frames (4x less memory) to floats in [0, 1]; channels-last: the same numbers, faster convolutions
         x = x.to(memory_format=torch.channels_last, dtype=torch.float32) / 255.0
         return self.network(x)
 
 
-# EXPERIENCE REPLAY: a replay memory that stores each 84x84 frame once
+# EXPERIENCE REPLAY: the replay memory D of the pseudocode: store transitions, sample random minibatches
 class ReplayBatch(NamedTuple):
     observations: torch.Tensor  # (B, 4, 84, 84) uint8
     actions: torch.Tensor  # (B, 1) int64
@@ -260,15 +258,23 @@ class ReplayBatch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Stores each frame once and rebuilds the 4-frame stacks when it samples. A stack shares 3 frames with
-    the next one, so storing obs and next_obs as stacks keeps every frame 8 times (1M transitions: 56 GB);
-    here 1M frames take 7.1 GB (CleanRL's buffer: 28 GB). Each game writes its frames in order into its own
-    ring: slot i holds the newest frame of the observation the agent acted on and the action, reward and
-    termination that followed; slot i + 1 the next observation's newest frame (an episode's last frame
-    takes one extra slot). A stack reaching back past an episode's first frame repeats that frame, as
-    FrameStackObservation does. What sampling reads lives on the device: a gradient step never waits."""
+    """The replay memory: add() stores each game's transition (obs, action, reward, next_obs, terminated),
+    sample() draws a random minibatch of the stored ones (random, so consecutive steps do not correlate).
 
-    CANDIDATES = 8  # draws per sample, of which the first complete transition is taken (see sample)
+    Each frame is stored once: a stack of 4 frames shares 3 with the next one, so storing obs and next_obs
+    as stacks would keep every frame 8 times (1M transitions: 56 GB, not 7.1 GB). Each game writes into a
+    ring of slots of its own; slot i holds the newest frame of an obs and the action, reward and termination
+    that followed. sample() rebuilds each stack from the frames before it; one reaching back past an
+    episode's first frame repeats that frame (as FrameStackObservation does):
+
+        slot    0    1    2    3    4    5    6    7    (episode a: 5 frames; b starts in slot 5)
+        frame   a0   a1   a2   a3   a4   b0   b1   b2
+        slot 2: obs = a0 a0 a1 a2    next_obs = a0 a1 a2 a3
+        slot 3: obs = a0 a1 a2 a3    next_obs = a1 a2 a3 a4    done: a ended with a4
+        slot 6: obs = b0 b0 b0 b1    next_obs = b0 b0 b1 b2
+
+    An episode's last frame (a4) takes a slot of its own, which starts no transition. The step after an
+    episode's end only resets the game (gymnasium's next-step autoreset): add() stores nothing for it."""
 
     def __init__(self, buffer_size, num_envs, frame_shape, device, seed):
         self.capacity = buffer_size // num_envs  # slots per game
@@ -278,48 +284,47 @@ class ReplayBuffer:
         self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
         self.rewards = torch.zeros(shape, dtype=torch.float32, device=device)
         self.dones = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.first = torch.zeros(shape, dtype=torch.bool, device=device)  # first frame of an episode
-        self.valid = torch.zeros(shape, dtype=torch.bool, device=device)  # slot starts a complete transition
+        self.first = torch.zeros(shape, dtype=torch.bool, device=device)  # the slot's frame starts an episode
+        self.valid = torch.zeros(shape, dtype=torch.bool, device=device)  # the slot starts a complete transition
         self.newest = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each game's last transition
-        self.pos = np.zeros(num_envs, dtype=np.int64)  # where each game writes next (on the host)
+        self.pos = np.zeros(num_envs, dtype=np.int64)  # the slot each game writes next
         self.filled = 0  # highest slot count written by any game
+        self.ended = np.zeros(num_envs, dtype=bool)  # the game's last step ended an episode: its next one resets it
+        self.new_episode = np.ones(num_envs, dtype=bool)  # the game's obs at the next add() is an episode's first
         self.rng = torch.Generator(device=device).manual_seed(seed)
 
     @staticmethod
     def bytes_per_slot(frame_shape):
         return int(np.prod(frame_shape)) + 1 + 4 + 1 + 1 + 1  # frame, action, reward, done, first, valid
 
-    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
-        """Add one step of every game whose `store` is true; `first` marks an episode's first observation.
-        obs and next_obs are the observations already on the device; the rest are the host's arrays."""
-        env_ids = np.flatnonzero(store)
-        if len(env_ids) == 0:
+    def add(self, obs, actions, rewards, next_obs, terminations, truncations):
+        """Store one step of every game (obs, next_obs: on the device). Truncation is no termination: it bootstraps."""
+        games = np.flatnonzero(~self.ended)  # a reset step is no transition
+        first = self.new_episode[games]
+        self.new_episode = self.ended  # after a reset step, next_obs is an episode's first observation
+        self.ended = terminations | truncations
+        if len(games) == 0:
             return
-        slot = self.pos[env_ids]
-        # one host->device copy for the step: each game's id, its slot and the 4 after it, action, done, first
-        step = np.column_stack([env_ids, (slot[:, None] + np.arange(5)) % self.capacity, actions[env_ids], terminations[env_ids], first[env_ids]])
-        step = torch.as_tensor(step, device=self.device)
-        game, slots, i, nxt, (action, terminated, starts) = step[:, 0], step[:, 1:6], step[:, 1], step[:, 2], step[:, 6:].T
-        self.frames[game, i] = obs[game, -1]
-        # the next observation's newest frame goes to the next slot; if the episode goes on, the next
-        # add() finds it there as its own observation's frame and writes the same frame again
-        self.frames[game, nxt] = next_obs[game, -1]
+        slot = self.pos[games]
+        # one copy to the device for the step's small arrays (on a GPU, each copy waits for the GPU)
+        game, i, action, terminated, first = torch.as_tensor(np.stack([games, slot, actions[games], terminations[games], first]), device=self.device)
+        nxt = (i + 1) % self.capacity
+        self.frames[game, i] = obs[game, -1]  # the 3 older frames of obs are in the slots before
+        self.frames[game, nxt] = next_obs[game, -1]  # if the episode goes on, the next add() writes it again
         self.actions[game, i] = action.to(torch.uint8)
-        self.rewards[game, i] = torch.as_tensor(rewards[env_ids], dtype=torch.float32, device=self.device)
-        self.dones[game, i] = terminated.bool()  # truncation is not terminal: it bootstraps
-        self.first[game, i], self.valid[game, i], self.newest[game] = starts.bool(), True, i
-        self.first[game, nxt] = False  # the next observation's frame starts no episode
-        # the next slot's next frame is not known yet; the 3 oldest, just ahead, would read the new frames as their past
-        self.valid[game[:, None], slots[:, 1:]] = False
-        ended = terminations[env_ids] | truncations[env_ids]
-        self.pos[env_ids] = (slot + 1 + ended) % self.capacity
+        self.rewards[game, i] = torch.as_tensor(rewards[games], dtype=torch.float32, device=self.device)
+        self.dones[game, i] = terminated.bool()
+        self.first[game, i], self.first[game, nxt] = first.bool(), False
+        self.valid[game, i], self.newest[game] = True, i
+        # the 4 slots ahead start no transition: their next frame is not written yet, or their past is overwritten
+        self.valid[game[:, None], (i[:, None] + torch.arange(1, 5, device=self.device)) % self.capacity] = False
+        self.pos[games] = (slot + 1 + self.ended[games]) % self.capacity  # an episode's last frame keeps its slot
         self.filled = min(self.capacity, max(self.filled, int(slot.max()) + 2))
 
     def sample(self, batch_size):
-        # Rejection sampling without a loop (`while bad.any()` would wait for the GPU): of CANDIDATES (game,
-        # slot) draws, the first that starts a complete transition; uniform over those, as redrawing would be.
-        # All 8 incomplete (odds: about 1% to the 8th power): the game's newest transition
-        size = (batch_size, self.CANDIDATES)
+        # uniform over the complete transitions: of 8 random draws, the first complete one (drawing again would
+        # loop, each test waiting for the GPU). None of 8 (odds about 1% ** 8): the game's newest transition
+        size = (batch_size, 8)
         env_ids = torch.randint(self.num_envs, size, device=self.device, generator=self.rng)
         slots = torch.randint(self.filled, size, device=self.device, generator=self.rng)
         ok = self.valid[env_ids, slots]
@@ -371,27 +376,24 @@ def gradient_step(q_network, target_network, optimizer, batch, gamma):
 # TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
 def train(args: Args, make_env=make_env, typed=None):
     """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
-    # TRY NOT TO MODIFY: arguments, seeding, the replay memory and the games (Run, in PLUMBING below)
+    # TRY NOT TO MODIFY: arguments (--resume: the run's own), seeding, the run folder (Run, in PLUMBING below)
     run = Run(args, make_env, typed)
-    args, device, envs, rb = run.args, run.device, run.envs, run.rb
+    args, device = run.args, run.device
 
+    rb = run.replay_memory()  # Initialize the replay memory D (a ReplayBuffer; --resume refills it)
+    envs = run.games()  # --num-envs games, each in a process of its own: they step while the network learns
+    # Initialize the Q-network with random weights, and the target network (the fixed Q-target) as its copy
     q_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
-    # fused: one kernel for the whole Adam update (on the CPU too: 0.7 ms instead of 4.8 ms a step)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    # the fixed Q-target: a copy of the network that changes only every `target_network_frequency` steps
     target_network = QNetwork(envs.single_action_space.n).to(device, memory_format=torch.channels_last)
     target_network.load_state_dict(q_network.state_dict())
-    # --compile: the update launches ~40 small kernels, and on a GPU their launches take most of its time;
-    # compiled and replayed as CUDA graphs ("reduce-overhead"), they are launched together
-    update = torch.compile(gradient_step, mode="reduce-overhead" if device.type == "cuda" else None) if args.compile else gradient_step
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 1 kernel, 0.7 ms, not 4.8 ms, on the CPU
+    update = compiled(gradient_step, device) if args.compile else gradient_step  # --compile: a faster, same step
     rng = np.random.default_rng(args.seed)  # exploration
     # TRY NOT TO MODIFY: --resume loads its checkpoint into all of these (else 0, 0); logging starts
     global_step, updates, writer = run.resume(q_network, target_network, optimizer, rng)
 
     # TRY NOT TO MODIFY: start the game
     obs = torch.as_tensor(envs.reset(seed=args.seed + global_step)[0], device=device)  # frames live on the device
-    first = np.ones(args.num_envs, dtype=bool)  # obs is the first observation of an episode
-    autoreset = np.zeros(args.num_envs, dtype=bool)  # the next step of these games only resets them
     with run.stoppable():  # Ctrl-C or SIGTERM: the loop stops after its step, and the run ends as below
         while global_step < args.total_timesteps and not run.stop_requests:
             # ALGO LOGIC: put action logic here
@@ -403,14 +405,15 @@ def train(args: Args, make_env=make_env, typed=None):
                     q_values = q_network(obs)
                 actions = np.where(greedy, q_values.argmax(dim=1).cpu().numpy(), actions)
 
-            # TRY NOT TO MODIFY: the games play the actions while the network learns below
+            # TRY NOT TO MODIFY: the games play the actions while the network learns below. So this step is stored
+            # after it learns (the course stores, then learns): a minibatch misses only this newest transition
             envs.step_async(actions)
 
-            # ALGO LOGIC: training, one gradient step every `train_frequency` environment steps
-            due = max(0, (global_step - args.learning_starts) // args.train_frequency)
-            while updates < due:
-                if args.compile:  # a new step: CUDA graphs may reuse the memory of the last step's outputs
-                    torch.compiler.cudagraph_mark_step_begin()
+            # ALGO LOGIC: training, a gradient step every `train_frequency` environment steps after `learning_starts`:
+            # with one game, when global_step - learning_starts is a positive multiple of train_frequency. With
+            # --num-envs N, global_step moves N at a time, and the loop does all the gradient steps due meanwhile
+            updates_due = max(0, (global_step - args.learning_starts) // args.train_frequency)
+            while updates < updates_due:
                 loss, q_mean = update(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma)
                 updates += 1
 
@@ -418,8 +421,10 @@ def train(args: Args, make_env=make_env, typed=None):
                     writer.add_scalar("losses/td_loss", loss.item(), global_step)
                     writer.add_scalar("losses/q_values", q_mean.item(), global_step)
 
-                # update the fixed Q-target every `target_network_frequency` environment steps
-                if (updates * args.train_frequency) % args.target_network_frequency < args.train_frequency:
+                # update the fixed Q-target every `target_network_frequency` environment steps: when the steps
+                # learned from have just reached a multiple of it (defaults 1000 and 4: at updates 250, 500, ...)
+                steps_learned = updates * args.train_frequency
+                if steps_learned % args.target_network_frequency < args.train_frequency:
                     for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
 
@@ -427,26 +432,16 @@ def train(args: Args, make_env=make_env, typed=None):
             next_obs = torch.as_tensor(next_obs, device=device)  # one copy to the device, for acting and replay
             global_step += args.num_envs
 
-            # TRY NOT TO MODIFY: record rewards for plotting purposes
-            if "episode" in infos:
-                for i in np.flatnonzero(infos["_episode"]):
-                    run.recent_returns.append(float(infos["episode"]["r"][i]))
-                    writer.add_scalar("charts/episodic_return", float(infos["episode"]["r"][i]), global_step)
-                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+            # TRY NOT TO MODIFY: record rewards for plotting purposes (charts/episodic_return and _length)
+            run.log_episodes(infos, global_step)
 
-            # TRY NOT TO MODIFY: save data to the replay buffer. The step after an episode end only
-            # reset that game (gymnasium's next-step autoreset): it is no transition, nothing to store
-            rb.add(obs, actions, rewards, next_obs, terminations, truncations, first, store=~autoreset)
-            first = autoreset  # after a reset step, next_obs is an episode's first observation
-            autoreset = terminations | truncations
+            rb.add(obs, actions, rewards, next_obs, terminations, truncations)  # store the transition in D
 
             # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
             obs = next_obs
 
-            if global_step % 1000 < args.num_envs:
-                run.log_progress(global_step, epsilon)  # charts/SPS, charts/epsilon and the progress bar
-            if args.checkpoint_frequency and global_step % args.checkpoint_frequency < args.num_envs:
-                run.checkpoint(global_step, updates)
+            run.log_progress(global_step, epsilon)  # every 1000 steps: charts/SPS, charts/epsilon, the progress bar
+            run.checkpoint_if_due(global_step, updates)  # every `checkpoint_frequency` steps: what --resume continues
     return run.end(global_step, updates)  # TRY NOT TO MODIFY: the last checkpoint, the model saved, evaluated, uploaded
 
 
@@ -519,6 +514,8 @@ class ALEVectorEnv:
     no-ops; the wrappers do no-ops, then FIRE and RIGHT), so the same seed plays other games."""
 
     def __init__(self, env_id, num_envs, training=True, **options):
+        from ale_py.vector_env import AtariVectorEnv
+
         game = gym.registry[env_id].kwargs  # "SpaceInvadersNoFrameskip-v4" and "ALE/SpaceInvaders-v5": "space_invaders"
         self.envs = AtariVectorEnv(
             game["game"], num_envs, frameskip=4, stack_num=1, reward_clipping=False, episodic_life=False,
@@ -685,10 +682,21 @@ def not_the_profiler_label_warning(record):
     return not record.getMessage().startswith("Profiler record function")
 
 
-class Run:
-    """Everything a training run does around the DQN loop of train(): its arguments, folder, device,
-    replay memory and games (__init__), --resume and logging (resume), checkpoints, and its end (end).
-    typed: the fields set on the command line, which --resume applies (None: those that differ from their default)."""
+def compiled(step, device):
+    """--compile: the gradient step launches ~40 small kernels, and on a GPU their launches take most of its
+    time; compiled and replayed as CUDA graphs ("reduce-overhead"), they are launched together."""
+    compiled_step = torch.compile(step, mode="reduce-overhead" if device.type == "cuda" else None)
+
+    def update(*args):
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA graphs may reuse the last step's outputs
+        return compiled_step(*args)
+
+    return update
+
+
+class RunSetup:
+    """A run's arguments, folder, device and seeding (__init__), its replay memory and its games. typed: the
+    fields set on the command line, which --resume applies (None: those that differ from their default)."""
 
     def __init__(self, args: Args, make_env, typed=None):
         self.state = None
@@ -714,7 +722,11 @@ class Run:
         torch.backends.cudnn.deterministic = args.torch_deterministic
         torch.backends.cudnn.benchmark = not args.torch_deterministic  # let cuDNN time its convolution kernels
 
-        frame_shape = (84, 84)
+        self.stop_requests, self.interrupted, self.recent_returns = [], False, deque(maxlen=20)
+
+    def replay_memory(self, frame_shape=(84, 84)):
+        """The replay memory, once it is known to fit; the checkpoint's replay files of --resume are checked."""
+        args = self.args
         check_buffer_fits(args.buffer_size, frame_shape, self.device)
         # nothing is read into the buffer before the game processes fork (they would keep its pages), but its
         # files are checked before they start: their ALE banner on stderr would bury the one error line
@@ -724,8 +736,11 @@ class Run:
                 load_replay_buffer(self.rb, self.checkpoint_folder, check_only=True)
             except Exception as e:
                 raise UsageError(f"the replay buffer of the checkpoint in '{args.resume}' is damaged or does not fit this run ({type(e).__name__}); start a new run instead")
+        return self.rb
 
-        # env setup: each game runs in its own process, so it steps while the network learns
+    def games(self):
+        """--num-envs games: gymnasium's vector env, each game in its own process, or ALEVectorEnv."""
+        args, make_env = self.args, self.make_env
         if args.env_backend == "ale-vector":  # the fast path: games on C++ threads (its training games are not filmed)
             if args.capture_video:
                 evaluated = (args.save_model or args.upload_model) and args.eval_episodes > 0
@@ -738,7 +753,11 @@ class Run:
                 env_fns[0] = camera_in_game_process_only(env_fns[0], make_env(args.env_id, args.seed, 0, False, self.run_name))
             self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
         assert isinstance(self.envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
-        self.stop_requests, self.interrupted, self.recent_returns = [], False, deque(maxlen=20)
+        return self.envs
+
+class RunStart:
+    """--resume's checkpoint loaded into the networks, the optimizer, the replay memory and the exploration;
+    then logging starts."""
 
     def resume(self, q_network, target_network, optimizer, rng):
         """Load the checkpoint of --resume (if any) into the networks, the optimizer, the replay memory and
@@ -763,7 +782,11 @@ class Run:
             saved = state["args"]
             self.exploration_steps = state.get("exploration_steps", saved["exploration_fraction"] * saved["total_timesteps"])
             print(f"resuming {self.run_name} at step {global_step:,}: the games start new episodes")
+        self.start_logging(global_step)
+        return global_step, updates, self.writer
 
+    def start_logging(self, global_step):
+        args, state = self.args, self.state
         # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
         self.writer = SummaryWriter(str(self.run_dir), purge_step=global_step if state else None)
         self.wandb_run = start_wandb(args, self.run_name, state["wandb_id"] if state else None) if args.track else None
@@ -775,7 +798,10 @@ class Run:
         self.checkpoint_step = global_step if state else None  # the step of the checkpoint on disk
         self.start_time, self.start_step = time.time(), global_step
         self.progress = Progress(args.total_timesteps, initial=global_step)
-        return global_step, updates, self.writer
+
+
+class RunLoop:
+    """What the loop of train() calls: Ctrl-C handling, logging, checkpoints."""
 
     @contextlib.contextmanager
     def stoppable(self):
@@ -797,11 +823,24 @@ class Run:
             self.progress.close()
             self.envs.close()
 
+    def log_episodes(self, infos, global_step):
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                self.recent_returns.append(float(infos["episode"]["r"][i]))
+                self.writer.add_scalar("charts/episodic_return", float(infos["episode"]["r"][i]), global_step)
+                self.writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
     def log_progress(self, global_step, epsilon):
+        if global_step % 1000 >= self.args.num_envs:
+            return
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
         self.writer.add_scalar("charts/SPS", sps, global_step)
         self.writer.add_scalar("charts/epsilon", epsilon, global_step)
         self.progress.update(global_step, sps, np.mean(self.recent_returns) if self.recent_returns else 0.0, epsilon)
+
+    def checkpoint_if_due(self, global_step, updates):
+        if self.args.checkpoint_frequency and global_step % self.args.checkpoint_frequency < self.args.num_envs:
+            self.checkpoint(global_step, updates)
 
     def checkpoint(self, global_step, updates):
         q_network, target_network, optimizer, rng = self.trained
@@ -814,34 +853,15 @@ class Run:
         }, self.rb)  # fmt: skip
         self.checkpoint_step = global_step
 
-    def contents(self, model_saved):
-        """One line: the run's folder and what is in it (and where its videos are)."""
-        what = ["TensorBoard events"]
-        if self.checkpoint_step is not None:
-            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
-        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
-        if (self.run_dir / "hub").is_dir():
-            what.append("hub/, the files for the Hugging Face Hub")
-        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
-        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+class RunEnd:
+    """The end of a run: the last checkpoint, the model saved, evaluated and uploaded, the logs closed."""
 
     def end(self, global_step, updates):
         """The last checkpoint, then the model saved, evaluated and uploaded as the flags ask."""
-        args, run_name, run_dir, model_path, stop_requests = self.args, self.run_name, self.run_dir, self.model_path, self.stop_requests
+        args, run_name, model_path = self.args, self.run_name, self.model_path
         q_network = self.trained[0]
-        if stop_requests:
-            print(f"\nstopped at step {global_step:,}", end="")
-        if args.checkpoint_frequency and not self.interrupted and self.checkpoint_step != global_step:
-            print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
-            self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
-        elif stop_requests:
-            print(": its checkpoint is written" if args.checkpoint_frequency else "")
-        if self.rb.writer is not None:
-            self.rb.writer.join(timeout=1)
-            if self.rb.writer.is_alive():  # a full replay memory takes a while
-                print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
-        self.rb.wait_for_checkpoint()
-        interrupted = self.interrupted or bool(stop_requests)
+        self.last_checkpoint(global_step, updates)
+        interrupted = self.interrupted or bool(self.stop_requests)
 
         eval_returns = []
         if args.save_model or args.upload_model or interrupted:
@@ -855,6 +875,27 @@ class Run:
             report_evaluation(eval_returns, self.writer)
             if args.upload_model:
                 push_to_hub(args, run_name, model_path, eval_returns, f"videos/{run_name}-eval")
+        self.close_logs()
+        self.say_what_is_left(updates, interrupted)
+        return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+
+    def last_checkpoint(self, global_step, updates):
+        args, stop_requests = self.args, self.stop_requests
+        if stop_requests:
+            print(f"\nstopped at step {global_step:,}", end="")
+        if args.checkpoint_frequency and not self.interrupted and self.checkpoint_step != global_step:
+            print(": writing a checkpoint" if stop_requests else f"writing the last checkpoint (step {global_step:,})")
+            self.checkpoint(global_step, updates)  # the last one: `--resume ... --total-timesteps N` can go further from it
+        elif stop_requests:
+            print(": its checkpoint is written" if args.checkpoint_frequency else "")
+        if self.rb.writer is not None:
+            self.rb.writer.join(timeout=1)
+            if self.rb.writer.is_alive():  # a full replay memory takes a while
+                print(f"waiting for the checkpoint of step {self.checkpoint_step:,} to be written")
+        self.rb.wait_for_checkpoint()
+
+    def close_logs(self):
+        args, run_name = self.args, self.run_name
         self.writer.close()
         if self.wandb_run is not None:
             if args.capture_video:
@@ -863,6 +904,25 @@ class Run:
                 for video in sorted(Path("videos").glob(f"{run_name}*/*.mp4")):
                     self.wandb_run.log({f"videos/{video.parent.name}": wandb.Video(str(video))})
             self.wandb_run.finish()
+
+
+class RunReport:
+    """The last lines of a run: how to go on from it, and what its folder holds."""
+
+    def contents(self, model_saved):
+        """One line: the run's folder and what is in it (and where its videos are)."""
+        what = ["TensorBoard events"]
+        if self.checkpoint_step is not None:
+            what.append(f"the checkpoint of step {self.checkpoint_step:,} (for --resume)")
+        what.append(f"the model {self.model_path.name}" if model_saved else "no model (--save-model saves one)")
+        if (self.run_dir / "hub").is_dir():
+            what.append("hub/, the files for the Hugging Face Hub")
+        videos = [f"videos/{name}/" for name in (self.run_name, f"{self.run_name}-eval") if Path("videos", name).is_dir()]
+        return f"run folder {self.run_dir}: {', '.join(what)}" + (f"; videos in {' and '.join(videos)}" if videos else "")
+
+    def say_what_is_left(self, updates, interrupted):
+        """How to go on: --resume, --eval-only, and what the run folder holds."""
+        args, stop_requests, run_dir, model_path = self.args, self.stop_requests, self.run_dir, self.model_path
         script = os.path.basename(__file__)
         if interrupted:
             if stop_requests and args.checkpoint_frequency:
@@ -873,7 +933,11 @@ class Run:
         if model_saved:  # --eval-only plays the games of the run's own evaluation (its seed): the same score
             print(f"evaluate it with: python {script} --eval-only {model_path}{eval_episodes_flag(args)}")
         print(self.contents(model_saved))
-        return {"run_name": run_name, "model_path": str(model_path), "eval_returns": eval_returns, "interrupted": interrupted}
+
+
+class Run(RunSetup, RunStart, RunLoop, RunEnd, RunReport):
+    """Everything a training run does around the DQN loop of train(): its set-up (RunSetup), --resume and
+    logging (RunStart), what the loop calls (RunLoop), its end (RunEnd) and its last lines (RunReport)."""
 
 
 # EVALUATION AND SAVING
@@ -1124,12 +1188,12 @@ class CheckpointedReplayBuffer(ReplayBuffer):
         slots = self.pos[store]
         return set((np.concatenate([slots, (slots + 1) % self.capacity]) // self.chunk).tolist())
 
-    def add(self, obs, actions, rewards, next_obs, terminations, truncations, first, store):
-        chunks = self.chunks_written_next(store)
+    def add(self, obs, actions, rewards, next_obs, terminations, truncations):
+        chunks = self.chunks_written_next(~self.ended)  # the games that store a transition
         while self.unsaved & chunks:  # the checkpoint being written still needs what is in these chunks
             self.writer.join(0.01)
         self.changed[list(chunks)] = True
-        super().add(obs, actions, rewards, next_obs, terminations, truncations, first, store)
+        super().add(obs, actions, rewards, next_obs, terminations, truncations)
 
     def wait_for_checkpoint(self):
         if self.writer is not None:

@@ -69,7 +69,7 @@ def recorded_buffer(algo, tmp_path, monkeypatch):
     def run(num_envs, buffer_size, total_timesteps):
         calls, buffers = [], []
 
-        class RecordingBuffer(algo.CheckpointedReplayBuffer):  # the replay memory of train()
+        class RecordingBuffer(algo.CheckpointedReplayBuffer):  # the replay memory train() makes
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 buffers.append(self)
@@ -185,7 +185,7 @@ def test_sample_takes_only_complete_transitions_without_redrawing(algo):
     frames = torch.stack([torch.full((84, 84), value, dtype=torch.uint8) for value in (7, 9)])
     obs, next_obs = frames[[0, 0, 0, 0]][None], frames[[0, 0, 0, 1]][None]  # an episode's first step, its last
     one = np.ones(1, dtype=bool)
-    rb.add(obs, np.array([2]), np.array([1.5]), next_obs, terminations=one, truncations=~one, first=one, store=one)
+    rb.add(obs, np.array([2]), np.array([1.5]), next_obs, terminations=one, truncations=~one)  # a new buffer: obs starts an episode
     assert rb.filled == 2 and rb.valid.tolist() == [[True] + [False] * 9]
     batch = rb.sample(2000)
     assert torch.equal(batch.observations, obs.expand(2000, -1, -1, -1))

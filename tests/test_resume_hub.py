@@ -356,7 +356,7 @@ def add_random_steps(rb, steps, rng):
     for _ in range(steps):
         obs, next_obs = (torch.from_numpy(rng.integers(0, 256, (2, 4, 6, 6), dtype=np.uint8)) for _ in range(2))
         ended = rng.random(2) < 0.05
-        rb.add(obs, rng.integers(4, size=2), rng.random(2), next_obs, ended, np.zeros(2, dtype=bool), rng.random(2) < 0.05, np.ones(2, dtype=bool))
+        rb.add(obs, rng.integers(4, size=2), rng.random(2), next_obs, ended, np.zeros(2, dtype=bool))
 
 
 def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkeypatch):
