@@ -1123,14 +1123,19 @@ def save_checkpoint(run_dir, state, rb):
     rb.writer.start()
 
 
+# what --resume may change: how far the run goes, what it logs and saves, and how fast or where it runs
+# (--compile, --cuda; --env-backend plays the same games with the same preprocessing into the same replay
+# memory). What is learned may not change; --num-envs neither: the replay memory keeps one ring per game
 RESUME_OVERRIDES = ("resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
-                    "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency")
+                    "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency", "compile", "env_backend")
 
 
 def load_checkpoint(run_dir, args: Args, typed=None):
     """The state of the last checkpoint of a run folder, and the run's own arguments with the flags typed
     with --resume applied. typed: the fields set on the command line (see typed_flags); None (a call from
     Python): the fields whose value differs from their default."""
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"there is no run folder '{run_dir}': pass one of runs/<run_name>")
     try:
         pointer = json.loads((Path(run_dir) / "checkpoint.json").read_text())
         folder = Path(run_dir) / pointer["folder"]
@@ -1154,7 +1159,8 @@ def load_checkpoint(run_dir, args: Args, typed=None):
             setattr(saved, field.name, given)
         else:
             flag = "--" + field.name.replace("_", "-")
-            raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: a resumed run keeps its arguments (drop {flag} {given})")
+            why = "its replay memory holds one ring of transitions per game" if field.name == "num_envs" else "a resumed run keeps what it learns with"
+            raise UsageError(f"'{run_dir}' was trained with {flag} {saved_value}: {why} (drop {flag} {given})")
     if saved.total_timesteps < state["global_step"]:
         raise UsageError(f"--total-timesteps {saved.total_timesteps} is below the step of the checkpoint in '{run_dir}' ({state['global_step']:,}): pass a larger one to go on")
     return state, folder, saved

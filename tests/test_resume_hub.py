@@ -425,13 +425,14 @@ def reshape_frames(run_dir):
 
 
 BAD_RESUME = {  # case: (prepare the cwd -> the --resume folder, extra flags, what the error line must name)
-    "missing folder": (lambda ctx: "runs/missing", [], ["runs/missing"]),
+    "missing folder": (lambda ctx: "runs/missing", [], ["no run folder", "runs/missing"]),
     "damaged state.pt": (lambda ctx: ctx.damaged("dqn", damage_state), [], ["damaged"]),
     "trained by ddqn_atari.py": (lambda ctx: ctx.damaged("ddqn", None), [], ["ddqn_atari.py"]),
     "another game": (lambda ctx: ctx.damaged("dqn", None), ["--env-id", "PongNoFrameskip-v4"], ["--env-id", ENV_ID]),
     "frames of the wrong shape": (lambda ctx: ctx.damaged("dqn", reshape_frames), [], ["replay buffer"]),
     # a flag typed with its default value is typed all the same: the killed run has --buffer-size 3000
     "another buffer, typed as the default": (lambda ctx: ctx.damaged("dqn", None), ["--buffer-size", "1000000"], ["--buffer-size", "3000"]),
+    "more games": (lambda ctx: ctx.damaged("dqn", None), ["--num-envs", "2"], ["--num-envs 1", "one ring of transitions per game"]),
     "a total below the checkpoint": (lambda ctx: ctx.damaged("dqn", None), ["--total-timesteps", "500"], ["--total-timesteps 500", "checkpoint"]),
 }
 
@@ -520,6 +521,9 @@ def test_resume_applies_every_typed_flag_even_at_its_default(short_run, tmp_path
     argv = [*resume, "--total-timesteps", "10000000", "--eval-episodes", "10"]
     _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(), dqn_atari.typed_flags(argv))
     assert (args.total_timesteps, args.eval_episodes, args.learning_rate) == (10_000_000, 10, 1e-3)
+    speed = [*resume, "--compile", "--env-backend", "ale-vector"]  # how fast the same run goes: taken
+    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(compile=True, env_backend="ale-vector"), dqn_atari.typed_flags(speed))
+    assert args.compile and args.env_backend == "ale-vector" and args.learning_rate == 1e-3
     games = []  # the whole path through main(), with 16 more steps instead of 10M, and no games played
     monkeypatch.setattr(dqn_atari, "evaluate", lambda q_network, env_id, eval_episodes, *a, **k: games.append(eval_episodes) or [0.0] * eval_episodes)
     dqn_atari.main([*resume, "--total-timesteps", "80", "--eval-episodes", "10", "--save-model"])
