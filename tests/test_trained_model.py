@@ -1,5 +1,5 @@
-"""The trained agent in models/: the README's demo command plays it and films it on a fresh checkout,
-and it plays better than random actions and than an untrained network on the same games."""
+"""The trained agents in models/: the README's demo command plays the Space Invaders agent and films it
+on a fresh checkout; each agent plays better than random actions on the same games."""
 
 import shlex
 from pathlib import Path
@@ -53,3 +53,15 @@ def test_committed_agent_beats_random_actions_and_an_untrained_network(single_th
     untrained = dqn_atari.evaluate(dqn_atari.QNetwork(q_network.network[-1].out_features), **games)
     assert np.mean(trained) > max(np.mean(random_actions), np.mean(untrained)), (trained, random_actions, untrained)
 
+
+
+def test_committed_pong_agent_beats_random_play_by_a_wide_margin(single_thread):
+    """The fast path's Pong agent (docs/results.md): one game each, the agent against random actions on
+    the same seed; a point is a rally won, random play loses nearly all of them, and 15 more is a wide margin."""
+    q_network, saved_args = dqn_atari.load_model(ROOT / "models" / "dqn_atari_PongNoFrameskip-v4.pt", torch.device("cpu"))
+    assert saved_args["env_id"] == "PongNoFrameskip-v4" and saved_args["env_backend"] == "ale-vector"
+    # the first game of its run's own evaluation (`--eval-only` plays it with the run's seed)
+    games = dict(env_id="PongNoFrameskip-v4", eval_episodes=1, run_name="unused", device=torch.device("cpu"), seed=saved_args["seed"])
+    trained = dqn_atari.evaluate(q_network, **games)[0]
+    random_actions = dqn_atari.evaluate(q_network, epsilon=1.0, **games)[0]
+    assert trained >= random_actions + 15, (trained, random_actions)  # of the 42 points between -21 and +21
