@@ -522,8 +522,7 @@ class ALEVectorEnv:
             repeat_action_probability=game["repeat_action_probability"],  # v4 ids: 0, v5 ids: 0.25 (sticky actions)
             max_num_frames_per_episode=game["max_num_frames_per_episode"], **options,
         )  # fmt: skip
-        self.num_envs, self.training = num_envs, training
-        self.single_action_space = self.envs.single_action_space
+        self.num_envs, self.training, self.single_action_space = num_envs, training, self.envs.single_action_space
         actions = list(self.envs.ale.get_action_set())
         fire = options.get("use_fire_reset", True) and ale_py.Action.FIRE in actions
         self.restart_action = actions.index(ale_py.Action.FIRE) if fire else 0  # FIRE, or NOOP
