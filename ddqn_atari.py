@@ -469,14 +469,12 @@ def file_name(env_id):
 
 
 def check_atari_env_id(env_id):
-    """Unknown or non-Atari ids fail here, before any process starts, with the closest valid ids."""
-    if env_id not in gym.registry:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}?" if close else "Atari ids look like PongNoFrameskip-v4."
-        raise UsageError(f"unknown environment id '{env_id}': {hint}")
-    entry_point = str(gym.registry[env_id].entry_point)
+    """Unknown or non-Atari ids fail here, before any process starts, with gymnasium's own hint (the versions
+    that the id's name has, or the closest name)."""
+    try:
+        entry_point = str(gym.spec(env_id).entry_point)
+    except gym.error.Error as e:
+        raise UsageError(f"unknown environment id '{env_id}': {e} Atari ids look like PongNoFrameskip-v4.") from None
     if not entry_point.startswith("ale_py"):
         raise UsageError(
             f"'{env_id}' is not an Atari game: this script learns from screen pixels, e.g. --env-id "
@@ -1085,14 +1083,14 @@ def save_checkpoint(run_dir, state, rb):
     pointer = run_dir / "checkpoint.json"
     previous = run_dir / json.loads(pointer.read_text())["folder"] if pointer.exists() else None
     state = copy.deepcopy(state)  # the networks and the optimizer change at the next gradient step
-    replay = {name: np.array(getattr(rb, name)[:, : rb.filled].cpu()) for name in REPLAY_ARRAYS}
+    replay = {name: getattr(rb, name)[:, : rb.filled].to("cpu", copy=True).numpy() for name in REPLAY_ARRAYS}
     replay.update(pos=rb.pos.copy(), rng=rb.rng.get_state().numpy(), chunk=rb.chunk)
     # the frame chunks that changed since the previous checkpoint are written, the others linked to its files;
     # the chunks that the next step writes into are copied now, the others written from the live memory
     chunks = range(-(-rb.filled // rb.chunk))
     changed = [c for c in chunks if rb.changed[c] or previous is None or not (previous / chunk_file(c)).exists()]
     head = rb.chunks_written_next(np.ones(rb.num_envs, dtype=bool))
-    copies = {c: np.array(rb.frame_chunk(c, rb.filled).cpu()) for c in changed if c in head}
+    copies = {c: rb.frame_chunk(c, rb.filled).to("cpu", copy=True).numpy() for c in changed if c in head}
     rb.changed[:] = False
     rb.unsaved = set(changed) - set(copies)
     # from the chunk after the write position on: the order in which the ring overwrites them
@@ -1281,6 +1279,8 @@ def hub_repo_id(args: Args):
 def build_hub_folder(args: Args, run_name, model_path, eval_returns, video_folder):
     """runs/{run_name}/hub/: the weights, this script, the args, a video and a model card with the
     metadata that the course leaderboard reads (env id as dataset, mean_reward as "mean +/- std")."""
+    from huggingface_hub import metadata_eval_result, metadata_save
+
     folder = model_path.parent / "hub"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_path, folder / model_path.name)
@@ -1291,29 +1291,7 @@ def build_hub_folder(args: Args, run_name, model_path, eval_returns, video_folde
         shutil.copy(videos[-1], folder / "replay.mp4")
     mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
     script = os.path.basename(__file__)
-    (folder / "README.md").write_text(f"""---
-tags:
-- {args.env_id}
-- deep-reinforcement-learning
-- reinforcement-learning
-- custom-implementation
-library_name: pytorch
-model-index:
-- name: {args.exp_name}
-  results:
-  - task:
-      type: reinforcement-learning
-      name: reinforcement-learning
-    dataset:
-      name: {args.env_id}
-      type: {args.env_id}
-    metrics:
-    - type: mean_reward
-      value: {mean:.2f} +/- {std:.2f}
-      name: mean_reward
-      verified: false
----
-
+    (folder / "README.md").write_text(f"""
 # {args.exp_name} playing {args.env_id}
 
 A Deep Q-Learning agent trained with `{script}` for {args.total_timesteps:,} environment steps (seed {args.seed}).
@@ -1331,6 +1309,16 @@ Arguments of the run: `args.json`. Train it again:
 python {script} {" ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k in ("env_id", "seed", "total_timesteps"))}
 ```
 """)
+    # the card's YAML header: what the leaderboard reads
+    metadata_save(folder / "README.md", {
+        "tags": [args.env_id, "deep-reinforcement-learning", "reinforcement-learning", "custom-implementation"],
+        "library_name": "pytorch",
+        **metadata_eval_result(
+            model_pretty_name=args.exp_name, task_pretty_name="reinforcement-learning", task_id="reinforcement-learning",
+            metrics_pretty_name="mean_reward", metrics_id="mean_reward", metrics_value=f"{mean:.2f} +/- {std:.2f}",
+            dataset_pretty_name=args.env_id, dataset_id=args.env_id,
+        ),
+    })  # fmt: skip
     return folder
 
 

@@ -333,11 +333,10 @@ def resolve_args(args: Args) -> Args:
         gym.register_envs(ale_py)
     if env_id in gym.registry and str(gym.registry[env_id].entry_point).startswith("ale_py"):
         raise UsageError(f"{env_id} is an Atari game, its states are screen images, too many for a table: use dqn_atari.py")
-    if env_id not in gym.registry:
-        not_atari = [k for k, spec in gym.registry.items() if not str(spec.entry_point).startswith("ale_py")]
-        close = difflib.get_close_matches(env_id, not_atari, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else "try FrozenLake-v1, Taxi-v4 or CliffWalking-v1"
-        raise UsageError(f"unknown --env-id {env_id!r}: {hint}")
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as e:  # gymnasium's own hint: the versions that the id's name has, or the closest name
+        raise UsageError(f"unknown --env-id {env_id!r}: {e} Try FrozenLake-v1, Taxi-v4 or CliffWalking-v1.") from None
     # the 4x4 default is FrozenLake-v1's map; for an env without a map it means none (None in args.json)
     map_name = None if args.map_name == Args.map_name and env_id != "FrozenLake-v1" else args.map_name
     if map_name is not None and not (env_id.startswith("FrozenLake") and map_name in ("4x4", "8x8")):
@@ -696,6 +695,8 @@ def hub_repo_id(args: Args) -> str:
 def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_returns: list[float]) -> Path:
     """runs/{run_name}/hub/: the Q-table (ours and the course notebook's q-learning.pkl), this script, the args,
     the evaluation video and a model card with the metadata that the course leaderboard reads."""
+    from huggingface_hub import metadata_eval_result, metadata_save
+
     run_dir = Path(f"runs/{run_name}")
     folder = run_dir / "hub"
     folder.mkdir(parents=True, exist_ok=True)
@@ -717,30 +718,9 @@ def build_hub_folder(args: Args, run_name: str, q_table: np.ndarray, eval_return
     mean, std = float(np.mean(eval_returns)), float(np.std(eval_returns))
     tag, script = env_tag(args), os.path.basename(__file__)
     # Taxi-v4 is gymnasium >= 1.3's name for the course's Taxi-v3 (same game unless is_rainy): the leaderboard lists v3
-    extra_tag = "\n- Taxi-v3" if args.env_id == "Taxi-v4" else ""
+    extra_tags = ["Taxi-v3"] if args.env_id == "Taxi-v4" else []
     protocol = " as the course's `evaluate_agent` plays them" if args.env_id in COURSE_EVAL_ENVS else ""
-    (folder / "README.md").write_text(f"""---
-tags:
-- {tag}{extra_tag}
-- q-learning
-- reinforcement-learning
-- custom-implementation
-model-index:
-- name: {args.exp_name}
-  results:
-  - task:
-      type: reinforcement-learning
-      name: reinforcement-learning
-    dataset:
-      name: {tag}
-      type: {tag}
-    metrics:
-    - type: mean_reward
-      value: {mean:.2f} +/- {std:.2f}
-      name: mean_reward
-      verified: false
----
-
+    (folder / "README.md").write_text(f"""
 # Q-learning agent playing {tag}
 
 A Q-table trained with `{script}` for {args.total_episodes:,} episodes (seed {args.seed}), as in Unit 2 of the
@@ -756,6 +736,15 @@ In the course's notebook: `model = load_from_hub(repo_id="{hub_repo_id(args)}", 
 (`env_id` is `{args.env_id}`{", the course's Taxi-v3 under its gymnasium >= 1.3 name" if args.env_id == "Taxi-v4" else ""}).
 Arguments of the run: `args.json`.
 """)
+    # the card's YAML header: what the leaderboard reads
+    metadata_save(folder / "README.md", {
+        "tags": [tag, *extra_tags, "q-learning", "reinforcement-learning", "custom-implementation"],
+        **metadata_eval_result(
+            model_pretty_name=args.exp_name, task_pretty_name="reinforcement-learning", task_id="reinforcement-learning",
+            metrics_pretty_name="mean_reward", metrics_id="mean_reward", metrics_value=f"{mean:.2f} +/- {std:.2f}",
+            dataset_pretty_name=tag, dataset_id=tag,
+        ),
+    })  # fmt: skip
     return folder
 
 
