@@ -1,18 +1,17 @@
-"""Deep Q-Learning on Atari games, in one file: the Deep Q-Network (DQN) of Unit 3 of the Hugging Face
-Deep RL course (Mnih et al. 2015, "Human-level control through deep reinforcement learning").
+"""Deep Q-Learning on Atari games, the fast variant: the DQN of dqn_atari.py (Unit 3 of the Hugging Face Deep RL
+course; Mnih et al. 2015) with what makes it fast, as CleanRL keeps ppo_atari_envpool.py beside ppo_atari.py.
 
-    python dqn_atari_fast.py --env-id SpaceInvadersNoFrameskip-v4 --track
+    python dqn_atari_fast.py --env-id PongNoFrameskip-v4 --env-backend ale-vector --num-envs 4
 
-A Q-table cannot hold the Q-values of Atari screens, so a convolutional network approximates them:
-it takes a stack of 4 preprocessed frames and outputs one Q-value per action, and the agent acts
-epsilon-greedily on them. Two of the course's three fixes for stable training are here: experience
-replay (learn from random minibatches of a replay memory) and a fixed Q-target (a separate target
-network, copied every `target_network_frequency` steps). The third, Double DQN, is `ddqn_atari.py`:
-the same file with another TD target (`diff dqn_atari.py ddqn_atari.py`).
-
-Follows CleanRL's dqn_atari.py (flags, defaults, TensorBoard tags) on gymnasium 1.x and ale-py, with the
-Atari wrappers and a frame-once replay buffer inline. As CleanRL, it departs from the Nature paper: Adam
-(lr 1e-4), not RMSProp; MSE, not the Huber error; a target copy every 1,000 steps, not 10,000.
+The same network, TD target, flags and TensorBoard tags as dqn_atari.py, and these additions:
+- several games at once (--num-envs), in processes of their own or on ale-py's C++ threads (--env-backend
+  ale-vector); the games step while the network learns, so a step is stored after the update it follows;
+- the replay memory on the device (the GPU when there is one), one ring of frames per game, sampled there;
+- the gradient steps due are done in catch-up (several games add several steps at a time);
+- --compile: the gradient step compiled with torch.compile (on a GPU, replayed as CUDA graphs);
+- checkpoints written in the background, only the parts of the replay memory that changed.
+It is not a line-by-line diff of dqn_atari.py: read that file first, then this one for speed.
+Checkpoints that dqn_atari.py wrote before this variant had a file of its own resume here.
 """
 
 import contextlib
@@ -354,11 +353,9 @@ def compute_td_target(q_network, target_network, batch, gamma):
     """The TD target (Q-target): reward + gamma * value of the next state, 0 past a terminal state."""
     # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
     with torch.no_grad():
-        # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
         # DQN: the target network both picks the best next action and values it (the max);
-        # q_network is unused here (Double DQN uses it to pick the action)
+        # q_network is unused here (Double DQN, ddqn_atari.py, uses it to pick the action)
         target_max, _ = target_network(batch.next_observations).max(dim=1)
-        # --- end of the TD target block ---
         return batch.rewards + gamma * target_max * (1 - batch.dones)
 
 
@@ -994,22 +991,29 @@ def report_evaluation(returns, writer=None):
 
 
 def save_model(path, q_network, args):
+    """The network, the run's arguments, and what loading needs: the number of actions and the script that saved it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": q_network.state_dict(), "args": asdict(args)}, tmp)
+    n_actions = gym.make(args.env_id).action_space.n
+    torch.save({"model": q_network.state_dict(), "args": asdict(args), "n_actions": n_actions, "script": os.path.basename(__file__)}, tmp)
     os.replace(tmp, path)  # atomic: a kill during the write leaves no half-written model
 
 
 def load_model(path, device):
+    """A model saved by any of the Atari scripts, into this script's QNetwork. weights_only: only tensors and
+    plain values are read, no code. Models older than their n_actions field take it from their game."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        n_actions = saved["model"]["network.9.weight"].shape[0]
-        q_network = QNetwork(n_actions).to(device)
-        q_network.load_state_dict(saved["model"])
+        q_network = QNetwork(saved.get("n_actions") or gym.make(saved["args"]["env_id"]).action_space.n).to(device)
     except FileNotFoundError:
         raise UsageError(f"no saved model at '{path}': pass the .pt file written by --save-model")
     except Exception as e:
-        raise UsageError(f"'{path}' is not a model saved by this script ({type(e).__name__}): pass the .pt file written by --save-model")
+        raise UsageError(f"'{path}' is no model saved by an Atari script here ({type(e).__name__}): pass the .pt file written by --save-model")
+    try:
+        q_network.load_state_dict(saved["model"])
+    except RuntimeError:
+        raise UsageError(f"the network in '{path}', saved by {saved.get('script', 'dqn_atari.py')}, does not fit "
+                         f"the QNetwork of {os.path.basename(__file__)}: load it with the script that saved it") from None
     return q_network.to(memory_format=torch.channels_last), saved["args"]
 
 
@@ -1139,10 +1143,13 @@ def load_checkpoint(run_dir, args: Args, typed=None):
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         saved = Args(**state["args"])
     except FileNotFoundError:
+        if (Path(run_dir) / "checkpoint.pt").exists():  # one file: a checkpoint of dqn_atari.py or ddqn_atari.py
+            script = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)["script"]
+            raise UsageError(f"'{run_dir}' was trained by {script}: resume it with that script")
         raise UsageError(f"no checkpoint in '{run_dir}': pass a run folder runs/<run_name> of a run with --checkpoint-frequency > 0")
     except Exception as e:
         raise UsageError(f"the checkpoint in '{run_dir}' is damaged ({type(e).__name__}); start a new run instead")
-    if state["script"] != os.path.basename(__file__):
+    if state["script"] not in (os.path.basename(__file__), "dqn_atari.py"):  # dqn_atari.py: written before this file was its own
         raise UsageError(f"'{run_dir}' was trained by {state['script']}: resume it with that script")
     # the run keeps its own arguments; flags typed with --resume may extend it or change what is logged
     # and saved, but not the game or the algorithm. A flag typed with its default value is still typed

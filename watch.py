@@ -11,11 +11,13 @@ step. Where the first line runs above the second, the network overestimates: the
 (ddqn_atari.py) reduces. That return is only known once the game has ended, so the game is played first
 and the video written after it. `--games N` plays N games without a video and prints the mean gap.
 
-The model is a .pt file, a run folder or a Hugging Face Hub repo id of a model saved by dqn_atari.py or
-ddqn_atari.py, loaded as their --eval-only loads it, and the game is theirs: the same evaluation
-environment, epsilon and random draws, so `--seed N` plays the first game of `--eval-only MODEL --seed N`.
+The model is a .pt file, a run folder or a Hugging Face Hub repo id of a model saved by dqn_atari.py,
+ddqn_atari.py or dqn_atari_fast.py, loaded as their --eval-only loads it, and the game is theirs: the same
+evaluation environment, epsilon and random draws, so `--seed N` plays the first game of `--eval-only MODEL --seed N`.
+A model of your own copy of dqn_atari.py, with another QNetwork: `--script my_dqn.py` loads it into that network.
 """
 
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -27,13 +29,14 @@ import numpy as np
 import torch
 import tyro
 
-from dqn_atari import UsageError, check_atari_env_id, file_name, load_model, make_env, resolve_model_path, select_device
+import dqn_atari
+from dqn_atari import UsageError
 
 
 @dataclass
 class Args:
     model: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MODEL")]
-    """a model saved by dqn_atari.py or ddqn_atari.py: its .pt file, its run folder or a Hugging Face Hub repo id"""
+    """a model saved by an Atari script here: its .pt file, its run folder or a Hugging Face Hub repo id"""
     seed: int = 1
     """seed of the game (and of the epsilon draws): the first game of `dqn_atari.py --eval-only MODEL --seed N`"""
     epsilon: float = 0.05
@@ -50,6 +53,8 @@ class Args:
     """frames per second of the video (15: real time, one frame per agent step of 4 Atari frames)"""
     cuda: bool = True
     """if toggled, use the GPU when there is one (the CPU otherwise)"""
+    script: str = "dqn_atari.py"
+    """the script whose QNetwork and evaluation game the model is loaded into: a copy of dqn_atari.py of yours"""
 
 
 # THE GAME: one evaluation game, with what the network saw and said at every step
@@ -315,13 +320,29 @@ def load(args: Args):
     if tabular or (path.is_file() and path.suffix in (".npy", ".pkl", ".pickle", ".json")):
         raise UsageError(f"'{args.model}' holds a Q-table (dqn_frozenlake_tabular.py saves .npy, .json and .pkl files), not a network: watch.py "
                          f"shows those of dqn_atari.py and ddqn_atari.py; evaluate a Q-table with python dqn_frozenlake_tabular.py --eval-only {args.model}")  # fmt: skip
-    device = select_device(args)
-    q_network, saved_args = load_model(resolve_model_path(args.model), device)
-    env_id = saved_args.get("env_id", "SpaceInvadersNoFrameskip-v4")
-    check_atari_env_id(env_id)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    script = import_script(args.script)  # the file the user names, never one that the model names
+    try:
+        q_network, saved_args = script.load_model(script.resolve_model_path(args.model), device)
+        env_id = saved_args["env_id"]
+        script.check_args(script.Args(env_id=env_id, buffer_size=script.Args.batch_size))  # the game only
+    except script.UsageError as e:
+        raise UsageError(f"{e}" + (" (watch.py: --script that script)" if "does not fit" in str(e) else "")) from None
     # training=False: the environment of the scripts' evaluation (all lives, real rewards), whatever it holds
-    env = make_env(env_id, args.seed, 0, False, "unused", training=False)()
+    env = script.make_env(env_id, args.seed, None, training=False)
     return q_network.eval(), saved_args, env, device
+
+
+def import_script(path):
+    """The module of a training script: its QNetwork, make_env and model loading."""
+    if path == "dqn_atari.py":
+        return dqn_atari
+    if not Path(path).is_file():
+        raise UsageError(f"--script {path}: no such file (a copy of dqn_atari.py)")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def check_args(args: Args):
@@ -341,7 +362,7 @@ def watch(args: Args):
     game = play_game(q_network, env, np.random.default_rng(args.seed), device, args.epsilon, args.max_steps, seed=args.seed)
     env.close()
     returns, complete = discounted_returns(game.rewards, game.terminal, gamma)
-    folder = Path("videos") / f"{file_name(env_id)}__{exp_name}-watch__{args.seed}__{int(time.time())}"
+    folder = Path("videos") / f"{env_id.replace('/', '-')}__{exp_name}-watch__{args.seed}__{int(time.time())}"
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / f"{exp_name}-seed{args.seed}.mp4"
     gif = video.with_suffix(".gif") if args.gif else None
