@@ -32,3 +32,9 @@ def subprocess_env():
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def fast():
+    """The fast variant, dqn_atari_fast.py (DQN only)."""
+    return importlib.import_module("dqn_atari_fast")

@@ -1,11 +1,9 @@
-"""Checkpoints, --resume, a clean stop on Ctrl-C and the Hugging Face Hub of dqn_atari.py / ddqn_atari.py.
+"""Checkpoints, --resume, a clean stop on Ctrl-C and the Hugging Face Hub of dqn_atari_fast.py.
 
 One real run is SIGKILLed (with its game processes) after its first checkpoint and after it logged past
 that checkpoint; the resume, the TensorBoard log, a kill during a checkpoint write and the bad --resume
 inputs all start from copies of that run folder. The Hub is never reached: the upload, the token and the
-downloads are replaced in the tests. Outside the TD-target block the two scripts are byte-identical
-(tests/test_ddqn_diff.py), so the expensive paths run dqn_atari.py, and ddqn_atari.py where its name
-shows (the checkpoint's script, the Hub repo id and script file).
+downloads are replaced in the tests.
 """
 
 import contextlib
@@ -31,7 +29,7 @@ import torch
 import yaml  # a dependency of huggingface-hub
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import dqn_atari
+import dqn_atari_fast
 from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group, serve_as_hub_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -145,10 +143,10 @@ def copy_run(killed_run, cwd):
 # a run killed after its first checkpoint, and its resume
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory, script_env):
-    """dqn_atari.py SIGKILLed, with its game processes, once it has a checkpoint, a game that ended before it and
+    """dqn_atari_fast.py SIGKILLed, with its game processes, once it has a checkpoint, a game that ended before it and
     logging past it. The group is stopped (SIGSTOP) before the last look, so the checkpoint cannot move on before the kill."""
     cwd, logs = tmp_path_factory.mktemp("killed"), tmp_path_factory.mktemp("killed_logs")
-    proc = start_script("dqn_atari.py", KILLED_RUN, cwd, script_env, logs)
+    proc = start_script("dqn_atari_fast.py", KILLED_RUN, cwd, script_env, logs)
     try:
         deadline = time.time() + 150
         while True:
@@ -188,7 +186,7 @@ def resumed(killed_run):
     step = killed_run["step"]
     networks, optimizers, captured, writers = [], [], {}, []
 
-    class RecordingQNetwork(dqn_atari.QNetwork):
+    class RecordingQNetwork(dqn_atari_fast.QNetwork):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             networks.append(self)
@@ -198,7 +196,7 @@ def resumed(killed_run):
             super().__init__(*args, **kwargs)
             optimizers.append(self)
 
-    original_load, original_writer = dqn_atari.load_replay_buffer, dqn_atari.SummaryWriter
+    original_load, original_writer = dqn_atari_fast.load_replay_buffer, dqn_atari_fast.SummaryWriter
 
     def load(rb, folder, *args, **kwargs):
         original_load(rb, folder, *args, **kwargs)
@@ -219,12 +217,12 @@ def resumed(killed_run):
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(killed_run["cwd"])
-        mp.setattr(dqn_atari, "QNetwork", RecordingQNetwork)
+        mp.setattr(dqn_atari_fast, "QNetwork", RecordingQNetwork)
         mp.setattr(torch.optim, "Adam", RecordingAdam)
-        mp.setattr(dqn_atari, "load_replay_buffer", load)
-        mp.setattr(dqn_atari, "SummaryWriter", summary_writer)
+        mp.setattr(dqn_atari_fast, "load_replay_buffer", load)
+        mp.setattr(dqn_atari_fast, "SummaryWriter", summary_writer)
         with contextlib.redirect_stdout(out):
-            result = dqn_atari.train(dqn_atari.Args(
+            result = dqn_atari_fast.train(dqn_atari_fast.Args(
                 resume=f"runs/{killed_run['run_name']}", total_timesteps=step + 500, checkpoint_frequency=500,
                 save_model=True, eval_episodes=0, cuda=False,
             ))  # fmt: skip
@@ -235,7 +233,7 @@ def test_resume_after_sigkill_restores_the_checkpoint_exactly(killed_run, resume
     state, frames, arrays = load_checkpoint_files(killed_run["folder"])
     step = killed_run["step"]
     assert state["global_step"] == step and step % 1000 == 0, "the checkpoints are at multiples of --checkpoint-frequency"
-    assert state["script"] == "dqn_atari.py" and state["run_name"] == killed_run["run_name"]
+    assert state["script"] == "dqn_atari_fast.py" and state["run_name"] == killed_run["run_name"]
     # the gradient steps due before step N's game step: (N - 1 - learning_starts) // train_frequency
     assert state["updates"] == (step - 1 - 100) // 4, "one gradient step every 4 environment steps from step 100"
     captured = resumed["captured"]
@@ -271,7 +269,7 @@ def test_resumed_run_finishes_and_writes_its_final_checkpoint(killed_run, resume
     result, step = resumed["result"], killed_run["step"]
     run_dir = killed_run["run_dir"]
     assert result["run_name"] == killed_run["run_name"] and not result["interrupted"]
-    q_network, saved_args = dqn_atari.load_model(str(killed_run["cwd"] / result["model_path"]), torch.device("cpu"))
+    q_network, saved_args = dqn_atari_fast.load_model(str(killed_run["cwd"] / result["model_path"]), torch.device("cpu"))
     assert saved_args["total_timesteps"] == step + 500 and saved_args["learning_starts"] == 100, "the run keeps its own arguments"
     assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step + 500}", "global_step": step + 500}
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [f"checkpoint-{step + 500}"], "the old one is removed"
@@ -330,19 +328,19 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(killed_ru
         raise Killed
 
     with monkeypatch.context() as mp:
-        mp.setattr(dqn_atari, "save_replay_buffer", save_and_die)
+        mp.setattr(dqn_atari_fast, "save_replay_buffer", save_and_die)
         with pytest.raises(Killed):
-            dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 200, checkpoint_frequency=100, cuda=False))
+            dqn_atari_fast.train(dqn_atari_fast.Args(resume=resume, total_timesteps=step + 200, checkpoint_frequency=100, cuda=False))
     partial = run_dir / "checkpoint.partial"
     assert (partial / "state.pt").is_file() and (partial / "frames-00000.npy").is_file() and not (partial / "replay.npz").exists()
     assert torch.load(partial / "state.pt", weights_only=True)["global_step"] == step + 100, "the write was interrupted"
 
-    state, folder, args = dqn_atari.load_checkpoint(resume, dqn_atari.Args())
+    state, folder, args = dqn_atari_fast.load_checkpoint(resume, dqn_atari_fast.Args())
     assert folder == Path(resume) / f"checkpoint-{step}" and state["global_step"] == step
     assert args.total_timesteps == 1_000_000 and args.checkpoint_frequency == 1000, "the run's own arguments"
     assert snapshot(run_dir / f"checkpoint-{step}") == before, "the previous checkpoint is untouched"
 
-    result = dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=step + 100, checkpoint_frequency=100, cuda=False))
+    result = dqn_atari_fast.train(dqn_atari_fast.Args(resume=resume, total_timesteps=step + 100, checkpoint_frequency=100, cuda=False))
     assert not result["interrupted"]
     assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step + 100}", "global_step": step + 100}
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint")) == [f"checkpoint-{step + 100}", "checkpoint.json"]
@@ -364,9 +362,9 @@ def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkey
     (np.save is slowed down): each holds the memory as it was when it started, the chunks that the steps
     since the previous one did not touch are that one's files (hard links), and the others are new. After
     480 steps every chunk has changed, and the next steps overwrite the chunks that the checkpoint has yet
-    to write: add() must wait for them. dqn_atari.py only (see the module docstring)."""
-    monkeypatch.setattr(dqn_atari.CheckpointedReplayBuffer, "CHUNK_FRAMES", 64)
-    rb = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=0)
+    to write: add() must wait for them. dqn_atari_fast.py only (see the module docstring)."""
+    monkeypatch.setattr(dqn_atari_fast.CheckpointedReplayBuffer, "CHUNK_FRAMES", 64)
+    rb = dqn_atari_fast.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=0)
     assert (rb.chunk, len(rb.changed)) == (32, 16)
     save = np.save
     monkeypatch.setattr(np, "save", lambda *args, **kwargs: time.sleep(0.02) or save(*args, **kwargs))
@@ -378,14 +376,14 @@ def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkey
         expected = {name: getattr(rb, name).clone() for name in ("frames", *BUFFER_ARRAYS)}
         expected.update(pos=rb.pos.copy(), filled=rb.filled)
         touched = {int(c) for c in np.flatnonzero(rb.changed)}
-        dqn_atari.save_checkpoint(run_dir, {"global_step": step}, rb)
+        dqn_atari_fast.save_checkpoint(run_dir, {"global_step": step}, rb)
         add_random_steps(rb, steps_after, rng)  # while the checkpoint is written
         rb.wait_for_checkpoint()
         folder = run_dir / f"checkpoint-{step}"
         assert checkpoint_pointer(run_dir) == {"folder": folder.name, "global_step": step}
         assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [folder.name], "the previous one is removed"
-        loaded = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
-        dqn_atari.load_replay_buffer(loaded, folder)
+        loaded = dqn_atari_fast.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
+        dqn_atari_fast.load_replay_buffer(loaded, folder)
         assert loaded.filled == expected["filled"]
         for name in ("frames", *BUFFER_ARRAYS):
             assert torch.equal(getattr(loaded, name)[:, : loaded.filled], expected[name][:, : loaded.filled]), f"{name} at step {step}"
@@ -405,8 +403,8 @@ def test_checkpoints_write_the_changed_chunks_in_the_background(tmp_path, monkey
         chunk.unlink()
     np.save(folder / "frames.npy", frames)
     np.savez(folder / "replay.npz", **{name: value for name, value in arrays.items() if name != "chunk"})
-    legacy = dqn_atari.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
-    dqn_atari.load_replay_buffer(legacy, folder)
+    legacy = dqn_atari_fast.CheckpointedReplayBuffer(1000, 2, (6, 6), torch.device("cpu"), seed=1)
+    dqn_atari_fast.load_replay_buffer(legacy, folder)
     assert legacy.filled == loaded.filled and (legacy.pos == loaded.pos).all()
     for name in ("frames", *BUFFER_ARRAYS):
         assert torch.equal(getattr(legacy, name)[:, : legacy.filled], getattr(loaded, name)[:, : loaded.filled]), name
@@ -446,7 +444,7 @@ def ddqn_run(tmp_path_factory):
         mp.chdir(cwd)
         result = ddqn.train(ddqn.Args(checkpoint_frequency=64, **TINY_RUN))
     run_dir = cwd / "runs" / result["run_name"]
-    assert checkpoint_pointer(run_dir)["global_step"] == 64
+    assert (run_dir / "checkpoint.pt").is_file()
     return run_dir
 
 
@@ -472,7 +470,7 @@ def bad_resume_runs(tmp_path_factory, killed_run, ddqn_run, script_env):
         resume = prepare(Context(cwd))
         logs = tmp_path_factory.mktemp("bad_resume_logs")
         before = snapshot(cwd)
-        started[case] = (cwd, before, logs, start_script("dqn_atari.py", ["--resume", resume, "--no-cuda", *flags], cwd, script_env, logs))
+        started[case] = (cwd, before, logs, start_script("dqn_atari_fast.py", ["--resume", resume, "--no-cuda", *flags], cwd, script_env, logs))
     results = {}
     for case, (cwd, before, logs, proc) in started.items():
         try:
@@ -502,7 +500,7 @@ def short_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("short")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
-        result = dqn_atari.train(dqn_atari.Args(checkpoint_frequency=64, eval_episodes=1, learning_rate=1e-3, **TINY_RUN))
+        result = dqn_atari_fast.train(dqn_atari_fast.Args(checkpoint_frequency=64, eval_episodes=1, learning_rate=1e-3, **TINY_RUN))
     return cwd / "runs" / result["run_name"]
 
 
@@ -513,20 +511,20 @@ def test_resume_applies_every_typed_flag_even_at_its_default(short_run, tmp_path
     shutil.copytree(short_run, tmp_path / "runs" / short_run.name)
     resume = ["--resume", f"runs/{short_run.name}", "--no-cuda"]
     with pytest.raises(SystemExit) as exit_info:
-        dqn_atari.main([*resume, "--learning-rate", "0.0001"])
+        dqn_atari_fast.main([*resume, "--learning-rate", "0.0001"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert "--learning-rate 0.001" in err and "drop --learning-rate 0.0001" in err, err
 
     argv = [*resume, "--total-timesteps", "10000000", "--eval-episodes", "10"]
-    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(), dqn_atari.typed_flags(argv))
+    _, _, args = dqn_atari_fast.load_checkpoint(f"runs/{short_run.name}", dqn_atari_fast.Args(), dqn_atari_fast.typed_flags(argv))
     assert (args.total_timesteps, args.eval_episodes, args.learning_rate) == (10_000_000, 10, 1e-3)
     speed = [*resume, "--compile", "--env-backend", "ale-vector"]  # how fast the same run goes: taken
-    _, _, args = dqn_atari.load_checkpoint(f"runs/{short_run.name}", dqn_atari.Args(compile=True, env_backend="ale-vector"), dqn_atari.typed_flags(speed))
+    _, _, args = dqn_atari_fast.load_checkpoint(f"runs/{short_run.name}", dqn_atari_fast.Args(compile=True, env_backend="ale-vector"), dqn_atari_fast.typed_flags(speed))
     assert args.compile and args.env_backend == "ale-vector" and args.learning_rate == 1e-3
     games = []  # the whole path through main(), with 16 more steps instead of 10M, and no games played
-    monkeypatch.setattr(dqn_atari, "evaluate", lambda q_network, env_id, eval_episodes, *a, **k: games.append(eval_episodes) or [0.0] * eval_episodes)
-    dqn_atari.main([*resume, "--total-timesteps", "80", "--eval-episodes", "10", "--save-model"])
+    monkeypatch.setattr(dqn_atari_fast, "evaluate", lambda q_network, env_id, eval_episodes, *a, **k: games.append(eval_episodes) or [0.0] * eval_episodes)
+    dqn_atari_fast.main([*resume, "--total-timesteps", "80", "--eval-episodes", "10", "--save-model"])
     assert games == [10], "the typed --eval-episodes 10, not the saved 1"
     state, _, _ = load_checkpoint_files(tmp_path / "runs" / short_run.name / "checkpoint-80")
     assert state["args"]["eval_episodes"] == 10 and state["args"]["learning_rate"] == 1e-3
@@ -537,23 +535,23 @@ def test_an_extended_run_keeps_its_epsilon(tmp_path, monkeypatch):
     extended to 4,000 steps: epsilon goes on from 0.505 and reaches end-e at step 100, as the run started
     (recomputed from the new total, it would jump back up to 0.88). A checkpoint written before the decay
     length was saved goes on with the fraction of the total it was saved with: the same here."""
-    epsilons, schedule = {}, dqn_atari.linear_schedule
+    epsilons, schedule = {}, dqn_atari_fast.linear_schedule
 
     def recording_schedule(start_e, end_e, duration, t):
         epsilons[t] = schedule(start_e, end_e, duration, t)
         return epsilons[t]
 
-    original = dqn_atari.save_checkpoint
+    original = dqn_atari_fast.save_checkpoint
 
     def save_checkpoint_then_stop(run_dir, state, rb):
         original(run_dir, state, rb)
         signal.raise_signal(signal.SIGTERM)  # the loop stops after the step of its first checkpoint
 
-    monkeypatch.setattr(dqn_atari, "linear_schedule", recording_schedule)
-    monkeypatch.setattr(dqn_atari, "save_checkpoint", save_checkpoint_then_stop)
+    monkeypatch.setattr(dqn_atari_fast, "linear_schedule", recording_schedule)
+    monkeypatch.setattr(dqn_atari_fast, "save_checkpoint", save_checkpoint_then_stop)
     monkeypatch.chdir(tmp_path)
     run = dict(TINY_RUN, total_timesteps=1000, exploration_fraction=0.1, checkpoint_frequency=50)
-    result = dqn_atari.train(dqn_atari.Args(**run))
+    result = dqn_atari_fast.train(dqn_atari_fast.Args(**run))
     assert max(epsilons) == 49, "the run stopped at its checkpoint, mid-decay"
     shutil.copytree(tmp_path / "runs", tmp_path / "old" / "runs")
     for cwd, folder in ((tmp_path, "runs"), (tmp_path / "old", "runs")):
@@ -565,7 +563,7 @@ def test_an_extended_run_keeps_its_epsilon(tmp_path, monkeypatch):
             torch.save(state, path)
         for t in range(50, 1000):
             epsilons.pop(t, None)
-        dqn_atari.train(dqn_atari.Args(resume=f"{folder}/{result['run_name']}", total_timesteps=4000, checkpoint_frequency=120, cuda=False))
+        dqn_atari_fast.train(dqn_atari_fast.Args(resume=f"{folder}/{result['run_name']}", total_timesteps=4000, checkpoint_frequency=120, cuda=False))
         assert sorted(epsilons) == list(range(120)), "both runs, stopped at the checkpoint of step 120"
         for t, epsilon in epsilons.items():
             assert epsilon == pytest.approx(schedule(1.0, 0.01, 100, t)), f"step {t}"
@@ -580,7 +578,7 @@ def test_ctrl_c_writes_a_checkpoint_and_the_model_and_prints_the_resume_command(
     logs.mkdir()
     args = ["--total-timesteps", "1000000", "--checkpoint-frequency", "100000", "--buffer-size", "2000",
             "--learning-starts", "100000", "--no-cuda"]  # fmt: skip
-    proc = start_script("dqn_atari.py", args, cwd, script_env, logs)
+    proc = start_script("dqn_atari_fast.py", args, cwd, script_env, logs)
     try:
         deadline = time.time() + 120
         while not any(scalar_steps(p).get("charts/SPS") for p in cwd.glob("runs/*")):  # step 1,000
@@ -601,16 +599,16 @@ def test_ctrl_c_writes_a_checkpoint_and_the_model_and_prints_the_resume_command(
     assert len(stopped) == 1, out
     step = int(stopped[0].replace(",", ""))
     assert step >= 1000
-    assert f"continue it with: python dqn_atari.py --resume runs/{run_dir.name}\n" in out, out
+    assert f"continue it with: python dqn_atari_fast.py --resume runs/{run_dir.name}\n" in out, out
     assert "learning had not started yet (it starts after step 100,000)" in out, "a stop before learning says so"
     assert checkpoint_pointer(run_dir) == {"folder": f"checkpoint-{step}", "global_step": step}
     state, frames, arrays = load_checkpoint_files(run_dir / f"checkpoint-{step}")
     assert state["global_step"] == step and frames.shape[1] == arrays["actions"].shape[1] > 0.9 * step
-    q_network, saved_args = dqn_atari.load_model(str(run_dir / "dqn_atari.pt"), torch.device("cpu"))
+    q_network, saved_args = dqn_atari_fast.load_model(str(run_dir / "dqn_atari_fast.pt"), torch.device("cpu"))
     assert saved_args["total_timesteps"] == 1_000_000
     assert_same(q_network.state_dict(), state["q_network"], "saved model vs checkpoint")
     with contextlib.chdir(cwd):  # the printed folder is one that --resume takes
-        resumable, _, resumed_args = dqn_atari.load_checkpoint(f"runs/{run_dir.name}", dqn_atari.Args())
+        resumable, _, resumed_args = dqn_atari_fast.load_checkpoint(f"runs/{run_dir.name}", dqn_atari_fast.Args())
     assert resumable["global_step"] == step and resumed_args.buffer_size == 2000
 
 
@@ -620,7 +618,7 @@ def test_stop_during_a_checkpoint_write_keeps_that_checkpoint(tmp_path, monkeypa
     during that rewrite would leave no checkpoint at all."""
     monkeypatch.chdir(tmp_path)
     steps = []
-    original = dqn_atari.save_checkpoint
+    original = dqn_atari_fast.save_checkpoint
 
     def save_checkpoint_then_ctrl_c(run_dir, state, rb):
         original(run_dir, state, rb)
@@ -628,9 +626,9 @@ def test_stop_during_a_checkpoint_write_keeps_that_checkpoint(tmp_path, monkeypa
         if len(steps) == 1:
             signal.raise_signal(signal.SIGINT)  # the handler only asks the loop to stop
 
-    monkeypatch.setattr(dqn_atari, "save_checkpoint", save_checkpoint_then_ctrl_c)
+    monkeypatch.setattr(dqn_atari_fast, "save_checkpoint", save_checkpoint_then_ctrl_c)
     handler = signal.getsignal(signal.SIGINT)
-    result = dqn_atari.train(dqn_atari.Args(total_timesteps=100_000, checkpoint_frequency=200, learning_starts=50_000,
+    result = dqn_atari_fast.train(dqn_atari_fast.Args(total_timesteps=100_000, checkpoint_frequency=200, learning_starts=50_000,
                                             buffer_size=1000, batch_size=8, cuda=False))  # fmt: skip
     assert signal.getsignal(signal.SIGINT) is handler, "the signal handlers are restored"
     out = capsys.readouterr().out
@@ -638,8 +636,8 @@ def test_stop_during_a_checkpoint_write_keeps_that_checkpoint(tmp_path, monkeypa
     assert result["interrupted"]
     run_dir = Path(f"runs/{result['run_name']}")
     assert checkpoint_pointer(run_dir) == {"folder": "checkpoint-200", "global_step": 200}
-    assert dqn_atari.load_checkpoint(str(run_dir), dqn_atari.Args())[0]["global_step"] == 200
-    assert "stopped at step 200" in out and f"continue it with: python dqn_atari.py --resume {run_dir}" in out, out
+    assert dqn_atari_fast.load_checkpoint(str(run_dir), dqn_atari_fast.Args())[0]["global_step"] == 200
+    assert "stopped at step 200" in out and f"continue it with: python dqn_atari_fast.py --resume {run_dir}" in out, out
     assert Path(result["model_path"]).is_file()
 
 
@@ -647,7 +645,7 @@ def test_a_run_stopped_before_learning_starts_says_its_network_is_untrained(tmp_
     """A stop (here a SIGTERM after 5 steps of TINY_RUN, which learns from step 16) saves the network as any
     stop does, and says that it has not learned yet."""
     monkeypatch.chdir(tmp_path)
-    add = dqn_atari.ReplayBuffer.add
+    add = dqn_atari_fast.ReplayBuffer.add
     steps = []
 
     def add_then_stop(self, *args, **kwargs):
@@ -656,21 +654,18 @@ def test_a_run_stopped_before_learning_starts_says_its_network_is_untrained(tmp_
         if len(steps) == 5:
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(dqn_atari.ReplayBuffer, "add", add_then_stop)
-    result = dqn_atari.train(dqn_atari.Args(checkpoint_frequency=0, **TINY_RUN))
+    monkeypatch.setattr(dqn_atari_fast.ReplayBuffer, "add", add_then_stop)
+    result = dqn_atari_fast.train(dqn_atari_fast.Args(checkpoint_frequency=0, **TINY_RUN))
     out = capsys.readouterr().out
     assert result["interrupted"] and Path(result["model_path"]).is_file()
     assert "learning had not started yet (it starts after step 16): the saved network is untrained" in out
-    assert f"evaluate it with: python dqn_atari.py --eval-only {result['model_path']}" in out
+    assert f"evaluate it with: python dqn_atari_fast.py --eval-only {result['model_path']}" in out
     last = last_line_of_the_run(out, Path(f"runs/{result['run_name']}"))
-    assert last.endswith(": TensorBoard events, the model dqn_atari.pt"), "--checkpoint-frequency 0: no checkpoint"
+    assert last.endswith(": TensorBoard events, the model dqn_atari_fast.pt"), "--checkpoint-frequency 0: no checkpoint"
 
 
 # the Hugging Face Hub
-HUB_RUNS = {  # script: (the token get_token returns, --capture-video)
-    "dqn_atari": ("hf_fake_token", True),
-    "ddqn_atari": (None, False),
-}
+HUB_RUNS = {"dqn_atari_fast": ("hf_fake_token", True)}  # script: (the token get_token returns, --capture-video)
 
 
 @pytest.fixture(scope="module")
@@ -733,7 +728,7 @@ def test_upload_model_builds_the_hub_folder(hub_run, name):
         assert run["uploads"] == []
         lines = [line for line in run["stdout"].splitlines() if "not logged in" in line]
         assert len(lines) == 1 and f"hf upload {repo_id} {folder.relative_to(run['cwd'])} ." in lines[0], run["stdout"]
-        q_network, saved_args = dqn_atari.load_model(str(run["cwd"] / result["model_path"]), torch.device("cpu"))
+        q_network, saved_args = dqn_atari_fast.load_model(str(run["cwd"] / result["model_path"]), torch.device("cpu"))
         assert saved_args["exp_name"] == name and q_network(torch.zeros((1, 4, 84, 84), dtype=torch.uint8)).shape == (1, 6)
     if capture_video:
         assert (folder / "replay.mp4").stat().st_size > 1000, "the evaluation video"
@@ -743,21 +738,21 @@ def test_upload_model_builds_the_hub_folder(hub_run, name):
 
 def test_failed_upload_keeps_the_folder_and_prints_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = dqn_atari.Args(upload_model=True, hf_entity="tester", env_id="PongNoFrameskip-v4", seed=3)
-    model_path = tmp_path / "runs" / "run" / "dqn_atari.pt"
-    dqn_atari.save_model(model_path, dqn_atari.QNetwork(6), args)
+    args = dqn_atari_fast.Args(upload_model=True, hf_entity="tester", env_id="PongNoFrameskip-v4", seed=3)
+    model_path = tmp_path / "runs" / "run" / "dqn_atari_fast.pt"
+    dqn_atari_fast.save_model(model_path, dqn_atari_fast.QNetwork(6), args)
 
     def offline(repo_id, folder):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(dqn_atari, "upload_folder_to_hub", offline)
+    monkeypatch.setattr(dqn_atari_fast, "upload_folder_to_hub", offline)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake_token")
-    dqn_atari.push_to_hub(args, "run", model_path, [-21.0, -19.0], "videos/none")
+    dqn_atari_fast.push_to_hub(args, "run", model_path, [-21.0, -19.0], "videos/none")
     out = capsys.readouterr().out
-    assert "failed (ConnectionError)" in out and f"hf upload tester/PongNoFrameskip-v4-dqn_atari-seed3 {model_path.parent / 'hub'} ." in out
+    assert "failed (ConnectionError)" in out and f"hf upload tester/PongNoFrameskip-v4-dqn_atari_fast-seed3 {model_path.parent / 'hub'} ." in out
     meta = front_matter((model_path.parent / "hub" / "README.md").read_text())
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == "-20.00 +/- 1.00"
-    assert model_path.is_file() and (model_path.parent / "hub" / "dqn_atari.pt").is_file()
+    assert model_path.is_file() and (model_path.parent / "hub" / "dqn_atari_fast.pt").is_file()
 
 
 def test_slash_env_id_makes_one_folder_level_and_a_valid_repo_id(tmp_path, monkeypatch, capsys):
@@ -765,11 +760,11 @@ def test_slash_env_id_makes_one_folder_level_and_a_valid_repo_id(tmp_path, monke
     id is valid, and the env id itself stays in args.json and in the card's dataset field."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    result = dqn_atari.train(dqn_atari.Args(env_id="ALE/Pong-v5", upload_model=True, hf_entity="tester", eval_episodes=1, **TINY_RUN))
+    result = dqn_atari_fast.train(dqn_atari_fast.Args(env_id="ALE/Pong-v5", upload_model=True, hf_entity="tester", eval_episodes=1, **TINY_RUN))
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [result["run_name"]]
-    assert result["run_name"].startswith("ALE-Pong-v5__dqn_atari__1__")
+    assert result["run_name"].startswith("ALE-Pong-v5__dqn_atari_fast__1__")
     (repo_id,) = re.findall(r"hf upload (\S+) ", capsys.readouterr().out)
-    assert repo_id == "tester/ALE-Pong-v5-dqn_atari-seed1"
+    assert repo_id == "tester/ALE-Pong-v5-dqn_atari_fast-seed1"
     hub = tmp_path / "runs" / result["run_name"] / "hub"
     assert json.loads((hub / "args.json").read_text())["env_id"] == "ALE/Pong-v5"
     assert front_matter((hub / "README.md").read_text())["model-index"][0]["results"][0]["dataset"]["name"] == "ALE/Pong-v5"
@@ -778,12 +773,12 @@ def test_slash_env_id_makes_one_folder_level_and_a_valid_repo_id(tmp_path, monke
 # --eval-only with a Hub repo id
 def test_eval_only_downloads_the_model_from_a_hub_repo(hub_run, tmp_path, monkeypatch, capsys):
     """The uploaded folder served as the Hub repo: the same games as the evaluation at the end of training."""
-    run = hub_run("dqn_atari")
-    repo_id = f"tester/{ENV_ID}-dqn_atari-seed1"
+    run = hub_run("dqn_atari_fast")
+    repo_id = f"tester/{ENV_ID}-dqn_atari_fast-seed1"
     calls = serve_as_hub_repo(monkeypatch, run["run_dir"] / "hub")
     monkeypatch.chdir(tmp_path)
-    returns = dqn_atari.eval_only(dqn_atari.Args(eval_only=repo_id, eval_episodes=1, cuda=False))
-    assert calls == [("list", repo_id), ("download", repo_id, "dqn_atari.pt")]
+    returns = dqn_atari_fast.eval_only(dqn_atari_fast.Args(eval_only=repo_id, eval_episodes=1, cuda=False))
+    assert calls == [("list", repo_id), ("download", repo_id, "dqn_atari_fast.pt")]
     assert returns == run["result"]["eval_returns"], "the model of the run, on the same evaluation game"
     assert "evaluation over 1 game:" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
@@ -795,15 +790,15 @@ def test_eval_only_with_a_failing_download_is_a_usage_error(tmp_path, monkeypatc
     def hf_hub_download(repo_id, filename, **kwargs):
         raise OSError("connection refused")
 
-    files = [SimpleNamespace(rfilename=name) for name in ("README.md", "dqn_atari.pt")]
+    files = [SimpleNamespace(rfilename=name) for name in ("README.md", "dqn_atari_fast.pt")]
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, **kwargs: SimpleNamespace(siblings=files))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(dqn_atari.UsageError, match=repo_id):
-        dqn_atari.resolve_model_path(repo_id)
+    with pytest.raises(dqn_atari_fast.UsageError, match=repo_id):
+        dqn_atari_fast.resolve_model_path(repo_id)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        dqn_atari.main(["--eval-only", repo_id, "--no-cuda"])
+        dqn_atari_fast.main(["--eval-only", repo_id, "--no-cuda"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and repo_id in err and len(err.strip().splitlines()) == 1, err
