@@ -433,7 +433,13 @@ class Run:
     def __init__(self, args: Args):
         self.args = args
         self.name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        # built first so that a missing video encoder stops us before training, not after
+        create_folder(Path(f"runs/{self.name}"))  # before anything is learned: a folder we cannot write stops us here
+        if args.capture_video:
+            try:
+                create_folder(Path(f"videos/{self.name}"))
+            except UsageError:
+                os.removedirs(f"runs/{self.name}")  # still empty: leave nothing behind (runs/ too, if it was new)
+                raise
         self.eval_env = make_eval_env(args, self.name)
         self.wandb_run = init_wandb(args, self.name) if args.track else None
         self.writer = SummaryWriter(f"runs/{self.name}")
@@ -493,6 +499,17 @@ class Run:
             print(f"evaluate it with: python {os.path.basename(__file__)} --eval-only {run_dir}")
         print(f"run folder {run_dir}/: {describe_run_folder(run_dir)}")
         return eval_returns
+
+
+def create_folder(folder: Path) -> None:
+    """mkdir -p; a folder that cannot be created (a read-only or someone else's folder, a file in the way) is one
+    UsageError naming it and the fix, not an OSError's traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        in_the_way = next((p for p in reversed([folder, *folder.parents]) if p.exists() and not p.is_dir()), None)
+        fix = f"{in_the_way} is a file: move it away" if in_the_way else "start the script from a folder where you can write"
+        raise UsageError(f"cannot create {folder}/ ({e.strerror}): {fix}") from None
 
 
 def describe_run_folder(run_dir: Path) -> str:
@@ -652,6 +669,8 @@ def evaluate_saved(args: Args, typed: Optional[set[str]] = None) -> list[float]:
         if not Path(f"videos/{video_name}").exists():
             break
         video_name = f"{name}-eval-{i}"
+    if args.capture_video:
+        create_folder(Path(f"videos/{video_name}"))
     env = make_eval_env(args, video_name)
     try:
         eval_returns = evaluate(q_table, env, args.eval_episodes, args.seed)

@@ -1,6 +1,7 @@
 """Tests for dqn_frozenlake_tabular.py: pure pieces by import, full runs in process, CLI errors by subprocess."""
 
 import contextlib
+import errno
 import io
 import os
 import pickle
@@ -563,3 +564,36 @@ def test_importing_the_script_does_not_import_matplotlib():
     code = "import sys, dqn_frozenlake_tabular; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(tab.__file__).parent)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# Issue 28: runs that never hang, never share a folder, never lose what they wrote
+@pytest.mark.parametrize(
+    "blocked, argv",
+    [
+        ("runs", []),  # was a 30-line traceback (NotADirectoryError), as in a folder that cannot be written
+        ("videos", ["--capture-video"]),
+        ("videos", ["--eval-only", "SAVED_RUN", "--capture-video"]),
+    ],
+    ids=["runs", "videos", "eval-only-videos"],
+)
+def test_a_folder_that_cannot_be_created_is_one_line(capsys, request, blocked, argv):
+    """A file where the script creates its folder fails as root too (a read-only folder would not, for root)."""
+    Path(blocked).write_text("a file in the way\n")
+    argv = [str(request.getfixturevalue("saved_run")[0]) if a == "SAVED_RUN" else a for a in argv]
+    code, _, err, _ = cli(capsys, *argv, "--eval-episodes", "1")
+    assert code == 2
+    (line,) = err
+    assert re.fullmatch(rf"error: cannot create {blocked}/\S*/ \(.+\): {blocked} is a file: move it away", line), line
+    assert Path(blocked).read_text() == "a file in the way\n"  # nothing lost
+    assert not Path("runs").is_dir(), "no run folder left behind"
+
+
+def test_a_read_only_folder_is_one_line(capsys, monkeypatch):
+    def read_only(path, *args, **kwargs):  # what mkdir meets on a read-only disk, for root too
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)  # under Path.mkdir and os.makedirs
+    code, _, err, _ = cli(capsys, "--eval-episodes", "1")
+    assert code == 2
+    (line,) = err
+    assert re.fullmatch(r"error: cannot create runs/\S+/ \(Read-only file system\): start the script from a folder where you can write", line), line
