@@ -432,8 +432,9 @@ class Run:
 
     def __init__(self, args: Args):
         self.args = args
-        self.name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        create_folder(Path(f"runs/{self.name}"))  # before anything is learned: a folder we cannot write stops us here
+        # the time tells runs apart only to the second: a run of the same env, --exp-name and --seed started in
+        # the same second gets <run_name>-2; a folder that cannot be created stops us before anything is learned
+        self.name = new_folder("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
         if args.capture_video:
             try:
                 create_folder(Path(f"videos/{self.name}"))
@@ -501,15 +502,26 @@ class Run:
         return eval_returns
 
 
-def create_folder(folder: Path) -> None:
-    """mkdir -p; a folder that cannot be created (a read-only or someone else's folder, a file in the way) is one
-    UsageError naming it and the fix, not an OSError's traceback."""
+def create_folder(folder: Path, exist_ok: bool = True) -> bool:
+    """mkdir -p; False if exist_ok is False and the folder is there. A folder that cannot be created (a read-only
+    or someone else's folder, a file in the way) is one UsageError naming it and the fix, not a traceback."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+        return True
     except OSError as e:
+        if isinstance(e, FileExistsError) and not exist_ok and os.path.lexists(folder):
+            return False
         in_the_way = next((p for p in reversed([folder, *folder.parents]) if p.exists() and not p.is_dir()), None)
         fix = f"{in_the_way} is a file: move it away" if in_the_way else "start the script from a folder where you can write"
         raise UsageError(f"cannot create {folder}/ ({e.strerror}): {fix}") from None
+
+
+def new_folder(parent: str, name: str) -> str:
+    """Creates parent/name/, or name-2, name-3, ... if it is taken; returns the name it got."""
+    # mkdir without exist_ok is atomic: of two runs that want one folder at the same instant (an exists() check,
+    # then a mkdir, would let both in), one gets it and the other the next name; neither writes into the other's
+    names = itertools.chain([name], (f"{name}-{i}" for i in itertools.count(2)))
+    return next(n for n in names if create_folder(Path(parent, n), exist_ok=False))
 
 
 def describe_run_folder(run_dir: Path) -> str:
@@ -664,13 +676,9 @@ def evaluate_saved(args: Args, typed: Optional[set[str]] = None) -> list[float]:
             f"{game_text(args)} has {spaces[0]} x {spaces[1]}"
         )
     print(f"evaluating {args.eval_only} on {game_text(args)}: seed {args.seed}, {args.eval_episodes} episodes")
-    video_name = f"{name}-eval"  # videos/<run_name>-eval/, as the Atari scripts name their evaluation videos
-    for i in itertools.count(2):  # the next evaluations: -eval-2, -eval-3, ... (RecordVideo would overwrite)
-        if not Path(f"videos/{video_name}").exists():
-            break
-        video_name = f"{name}-eval-{i}"
-    if args.capture_video:
-        create_folder(Path(f"videos/{video_name}"))
+    # videos/<run_name>-eval/, as the Atari scripts name their evaluation videos; the next evaluations get
+    # -eval-2, -eval-3, ... (RecordVideo would overwrite)
+    video_name = new_folder("videos", f"{name}-eval") if args.capture_video else ""
     env = make_eval_env(args, video_name)
     try:
         eval_returns = evaluate(q_table, env, args.eval_episodes, args.seed)

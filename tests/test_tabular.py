@@ -597,3 +597,17 @@ def test_a_read_only_folder_is_one_line(capsys, monkeypatch):
     assert code == 2
     (line,) = err
     assert re.fullmatch(r"error: cannot create runs/\S+/ \(Read-only file system\): start the script from a folder where you can write", line), line
+
+
+def test_runs_started_in_the_same_second_get_a_folder_each(capsys, monkeypatch):
+    """Same env, --exp-name and --seed, same second: the run name was the same, and the second run's table
+    replaced the first's in their one folder."""
+    monkeypatch.setattr(tab, "time", SimpleNamespace(time=lambda: 1_700_000_000.0))
+    runs = [cli(capsys, "--total-episodes", episodes, "--save-model", "--eval-episodes", "1") for episodes in ("0", "300")]
+    folders = sorted(Path("runs").iterdir())
+    assert len(folders) == 2, folders
+    for (code, out, _, (q_table, _)), folder in zip(runs, folders):  # sorted: the first run has the plain name
+        assert code == 0 and out[-1].startswith(f"run folder {folder}/: ")
+        assert f"evaluate it with: python dqn_frozenlake_tabular.py --eval-only {folder}" in out
+        np.testing.assert_array_equal(np.load(folder / "q_table.npy"), q_table)
+    assert runs[0][3][0].sum() == 0 < runs[1][3][0].sum()  # untrained and trained: two different tables kept
