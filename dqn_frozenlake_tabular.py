@@ -32,6 +32,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import time
 from collections import deque
@@ -173,10 +174,12 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
     env = make_env(args)
     q_table = initialize_q_table(env)
 
-    global_step, episode = 0, 0
-    episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
+    global_step, episode, episodes = 0, 0, None
     obs, _ = env.reset(seed=args.seed)
+    # Ctrl-C, or a SIGTERM (see the end of the file), stops training; the try opens before the line that says
+    # training starts, so that a stop sent on seeing it is caught
     try:
+        episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
         for episode in episodes:
             epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
             while True:
@@ -192,7 +195,8 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
             run.log_episode(episode, epsilon, info, global_step)
             obs, _ = env.reset()
     except KeyboardInterrupt:
-        episodes.close()
+        if episodes is not None:
+            episodes.close()
         print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
     env.close()
     return q_table, run.end(q_table, global_step)  # the greedy evaluation, its report, the picture, saving
@@ -840,9 +844,12 @@ def main(argv: Optional[list[str]] = None):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # a second Ctrl-C, during evaluation
+    except KeyboardInterrupt:  # a Ctrl-C or SIGTERM before training, or a second one during the evaluation
         sys.exit(130)
 
 
 if __name__ == "__main__":
+    # a SIGTERM (kill, a job scheduler, tune.py stopping a trial) does what Ctrl-C does: training stops, and the
+    # table is still evaluated and saved; by default it would kill the run with nothing saved
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     main()

@@ -6,7 +6,7 @@ scripts evaluate a saved model) and `--checkpoint-frequency 0` unless the fixed 
 trial as the commands of its runs, every flag included. Its score is the mean over the seeds
 of `eval/episodic_return` from the run's TensorBoard events. While the runs go, the running mean of
 `charts/episodic_return` goes to Optuna every --report-every steps, and the pruner stops a trial that is clearly
-behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SIGKILL only if they hang.
+behind: its processes get a SIGTERM (the scripts here then stop training, save and exit), a SIGKILL only if they hang.
 
     python tune.py dqn_frozenlake_tabular.py --param learning-rate=0.01:1:log gamma=0.8:0.9999 --n-trials 10 \
         -- --is-slippery                     # flags after -- go to every run
@@ -323,7 +323,7 @@ class Run:
         return [e.step for e in events], [e.value for e in events]
 
     def stop(self, timeout: float) -> None:
-        """SIGTERM to the run's process group (an Atari run saves its model and exits), SIGKILL after timeout."""
+        """SIGTERM to the run's process group (a run of the scripts here saves and exits), SIGKILL after timeout."""
         with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
             if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGTERM)

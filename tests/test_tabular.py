@@ -3,11 +3,14 @@
 import contextlib
 import errno
 import io
+import json
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -611,3 +614,29 @@ def test_runs_started_in_the_same_second_get_a_folder_each(capsys, monkeypatch):
         assert f"evaluate it with: python dqn_frozenlake_tabular.py --eval-only {folder}" in out
         np.testing.assert_array_equal(np.load(folder / "q_table.npy"), q_table)
     assert runs[0][3][0].sum() == 0 < runs[1][3][0].sum()  # untrained and trained: two different tables kept
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(in_tmp_path, subprocess_env):
+    """A job scheduler's or tune.py's stop: the run was killed silently, leaving no table and no args.json."""
+    log = in_tmp_path / "output.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen([sys.executable, tab.__file__, "--total-episodes", "100000000", "--save-model", "--eval-episodes", "3"],
+                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=subprocess_env)  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while not log.read_text().startswith("training ") and run.poll() is None and time.time() < deadline:
+            time.sleep(0.1)  # until the script says it trains: the line before its loop
+        assert run.poll() is None, log.read_text()
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    printed = log.read_text()
+    assert re.search(r"^interrupted after \d+ episodes: evaluating \(and with --save-model saving\)", printed, re.M), printed
+    assert "eval over 3 episodes" in printed and "Traceback" not in printed
+    (run_dir,) = Path("runs").iterdir()
+    assert json.loads((run_dir / "args.json").read_text())["total_episodes"] == 100_000_000
+    assert np.load(run_dir / "q_table.npy").shape == (16, 4)
+    assert printed.splitlines()[-1] == f"run folder {run_dir}/: TensorBoard logs, q_table.png, q_table.npy, args.json"
