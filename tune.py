@@ -27,11 +27,11 @@ TensorBoard event), so that a flag it refuses stops tune.py with its error, and 
 
 Storage: `--storage sqlite:///FILE.db` (the default, runs/tune/optuna.db), a journal file `PATH.log` or
 `PATH.journal`, or any database URL that SQLAlchemy opens (postgresql://, mysql://). Several workers share a study
-by running tune.py with the same --storage and --study-name, on one machine or many: Optuna's own distributed
-mode. A study continues when started again with its settings (script, fixed flags, seeds, search space,
-objective); one with no trial but failed ones takes new settings. With a database URL or SQLite a killed worker's
-trial is noticed by its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING
-for good.
+by running tune.py with the same --storage and --study-name, on one machine or many, as many at once as you like
+(a new storage too): Optuna's own distributed mode. A study continues when started again with its settings
+(script, fixed flags, seeds, search space, objective); one with no trial but failed ones takes new settings.
+With a database URL or SQLite a killed worker's trial is noticed by its missing heartbeat and run again, while a
+journal file (no heartbeat) shows it as RUNNING for good.
 The same command with `--n-trials 0` prints the study's table, best command and importances. Ctrl-C (or a
 SIGTERM) stops the worker and its runs, and its trial is marked failed.
 """
@@ -44,6 +44,7 @@ import difflib
 import functools
 import math
 import os
+import random
 import re
 import shlex
 import signal
@@ -251,6 +252,20 @@ def runner_flags(flags: dict[str, str], fixed: list[str], objective: str) -> lis
 
 
 # STORAGE, SAMPLER AND PRUNER: Optuna's own, so that any number of workers can share one study
+STORAGE_ATTEMPTS = 10
+
+
+def created_meanwhile(e: Exception) -> bool:
+    """Whether opening a database failed only because another worker was creating its tables at that moment."""
+    # each worker started on a new database creates the tables it does not find: the others' CREATE TABLE or
+    # schema-version INSERT then fails ("table studies already exists", "UNIQUE constraint failed:
+    # alembic_version.version_num", a MySQL or PostgreSQL duplicate), though the database is fine a moment later
+    from sqlalchemy.exc import DBAPIError, IntegrityError  # optuna's database layer, loaded by RDBStorage
+
+    duplicate = isinstance(e, IntegrityError) or "already exists" in str(e)
+    return isinstance(e, DBAPIError) and (duplicate or "database is locked" in str(e))
+
+
 def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
     if url == Args.storage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -259,12 +274,18 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
         if "://" not in url:
             raise UsageError(f"--storage {url}: give sqlite:///FILE.db, a journal file FILE.log, or a database URL")
-        # a trial whose worker stops beating (killed, machine lost) is failed by the next worker, and run again
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            try:
+                # a worker that stops beating (killed, machine lost): the next one fails its trial and runs it again
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+            except Exception as e:
+                if not created_meanwhile(e) or attempt == STORAGE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.05, 0.3))  # at random: the workers that lost do not meet again
     except UsageError:
         raise
     except Exception as e:
