@@ -35,6 +35,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +230,11 @@ def eval_max_steps(args: Args) -> int:
 
 
 def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
-    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
+    with warnings.catch_warnings():
+        # videos/<run_name>/ was created just before, for this run alone (see new_folder): RecordVideo's warning
+        # that it would overwrite the videos in an existing folder is wrong here
+        warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+        return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
 
 
 def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:

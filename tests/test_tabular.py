@@ -209,10 +209,11 @@ def test_ctrl_c_stops_training_but_still_evaluates_and_saves(monkeypatch, capsys
 
 
 @pytest.mark.parametrize("env_id", ["FrozenLake-v1", "Taxi-v4"])
-def test_capture_video_writes_mp4(env_id):
+def test_capture_video_writes_mp4(recwarn, env_id):
     tab.train(tab.Args(env_id=env_id, total_episodes=300, eval_episodes=2, capture_video=True))
     videos = list(Path("videos").glob(f"{env_id}__*/*.mp4"))
     assert videos and all(video.stat().st_size > 0 for video in videos)
+    assert not [w for w in recwarn if "Overwriting existing videos" in str(w.message)]  # the folder is the run's own
 
 
 def test_capture_video_without_moviepy_stops_before_training(monkeypatch):
