@@ -321,6 +321,10 @@ def test_a_trial_the_script_refuses_stops_the_study(tmp_path, capsys):
 
 
 # Issue 28: workers started at once on a new storage
+hide_heartbeat_warning = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as tune.main does
+
+
+@hide_heartbeat_warning
 def test_workers_started_together_on_a_new_storage_all_open_it(tmp_path):
     """Each worker creates the new SQLite file's tables: most of them failed with 'table studies already exists'
     or 'UNIQUE constraint failed: alembic_version.version_num'. Threads, so that they start at the same instant."""
@@ -343,6 +347,7 @@ def test_workers_started_together_on_a_new_storage_all_open_it(tmp_path):
     assert optuna.create_study(storage=url).trials == []  # the storage they made works
 
 
+@hide_heartbeat_warning
 @pytest.mark.parametrize("storage", ["race", "no-such-folder"])
 def test_only_a_storage_being_created_is_opened_again(tmp_path, monkeypatch, storage):
     """A worker that loses the race to create the storage tries again; a storage that cannot open is said at
