@@ -32,8 +32,10 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,10 +175,12 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
     env = make_env(args)
     q_table = initialize_q_table(env)
 
-    global_step, episode = 0, 0
-    episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
+    global_step, episode, episodes = 0, 0, None
     obs, _ = env.reset(seed=args.seed)
+    # Ctrl-C, or a SIGTERM (see the end of the file), stops training; the try opens before the line that says
+    # training starts, so that a stop sent on seeing it is caught
     try:
+        episodes = run.episodes(q_table)  # prints what trains; a progress bar on a terminal
         for episode in episodes:
             epsilon = exponential_schedule(args.start_e, args.end_e, args.decay_rate, episode)
             while True:
@@ -192,7 +196,8 @@ def train(args: Args) -> tuple[np.ndarray, list[float]]:
             run.log_episode(episode, epsilon, info, global_step)
             obs, _ = env.reset()
     except KeyboardInterrupt:
-        episodes.close()
+        if episodes is not None:
+            episodes.close()
         print(f"\ninterrupted after {episode} episodes: evaluating (and with --save-model saving) the table so far")
     env.close()
     return q_table, run.end(q_table, global_step)  # the greedy evaluation, its report, the picture, saving
@@ -225,7 +230,11 @@ def eval_max_steps(args: Args) -> int:
 
 
 def make_eval_env(args: Args, run_name: str = "") -> gym.Env:
-    return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
+    with warnings.catch_warnings():
+        # videos/<run_name>/ was created just before, for this run alone (see new_folder): RecordVideo's warning
+        # that it would overwrite the videos in an existing folder is wrong here
+        warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+        return make_env(dataclasses.replace(args, max_steps=eval_max_steps(args)), args.capture_video, run_name)
 
 
 def evaluate(q_table: np.ndarray, env: gym.Env, eval_episodes: int, seed: int) -> list[float]:
@@ -432,8 +441,15 @@ class Run:
 
     def __init__(self, args: Args):
         self.args = args
-        self.name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        # built first so that a missing video encoder stops us before training, not after
+        # the time tells runs apart only to the second: a run of the same env, --exp-name and --seed started in
+        # the same second gets <run_name>-2; a folder that cannot be created stops us before anything is learned
+        self.name = new_folder("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+        if args.capture_video:
+            try:
+                create_folder(Path(f"videos/{self.name}"))
+            except UsageError:
+                os.removedirs(f"runs/{self.name}")  # still empty: leave nothing behind (runs/ too, if it was new)
+                raise
         self.eval_env = make_eval_env(args, self.name)
         self.wandb_run = init_wandb(args, self.name) if args.track else None
         self.writer = SummaryWriter(f"runs/{self.name}")
@@ -493,6 +509,28 @@ class Run:
             print(f"evaluate it with: python {os.path.basename(__file__)} --eval-only {run_dir}")
         print(f"run folder {run_dir}/: {describe_run_folder(run_dir)}")
         return eval_returns
+
+
+def create_folder(folder: Path, exist_ok: bool = True) -> bool:
+    """mkdir -p; False if exist_ok is False and the folder is there. A folder that cannot be created (a read-only
+    or someone else's folder, a file in the way) is one UsageError naming it and the fix, not a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+        return True
+    except OSError as e:
+        if isinstance(e, FileExistsError) and not exist_ok and os.path.lexists(folder):
+            return False
+        in_the_way = next((p for p in reversed([folder, *folder.parents]) if p.exists() and not p.is_dir()), None)
+        fix = f"{in_the_way} is a file: move it away" if in_the_way else "start the script from a folder where you can write"
+        raise UsageError(f"cannot create {folder}/ ({e.strerror}): {fix}") from None
+
+
+def new_folder(parent: str, name: str) -> str:
+    """Creates parent/name/, or name-2, name-3, ... if it is taken; returns the name it got."""
+    # mkdir without exist_ok is atomic: of two runs that want one folder at the same instant (an exists() check,
+    # then a mkdir, would let both in), one gets it and the other the next name; neither writes into the other's
+    names = itertools.chain([name], (f"{name}-{i}" for i in itertools.count(2)))
+    return next(n for n in names if create_folder(Path(parent, n), exist_ok=False))
 
 
 def describe_run_folder(run_dir: Path) -> str:
@@ -647,11 +685,9 @@ def evaluate_saved(args: Args, typed: Optional[set[str]] = None) -> list[float]:
             f"{game_text(args)} has {spaces[0]} x {spaces[1]}"
         )
     print(f"evaluating {args.eval_only} on {game_text(args)}: seed {args.seed}, {args.eval_episodes} episodes")
-    video_name = f"{name}-eval"  # videos/<run_name>-eval/, as the Atari scripts name their evaluation videos
-    for i in itertools.count(2):  # the next evaluations: -eval-2, -eval-3, ... (RecordVideo would overwrite)
-        if not Path(f"videos/{video_name}").exists():
-            break
-        video_name = f"{name}-eval-{i}"
+    # videos/<run_name>-eval/, as the Atari scripts name their evaluation videos; the next evaluations get
+    # -eval-2, -eval-3, ... (RecordVideo would overwrite)
+    video_name = new_folder("videos", f"{name}-eval") if args.capture_video else ""
     env = make_eval_env(args, video_name)
     try:
         eval_returns = evaluate(q_table, env, args.eval_episodes, args.seed)
@@ -813,9 +849,12 @@ def main(argv: Optional[list[str]] = None):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # a second Ctrl-C, during evaluation
+    except KeyboardInterrupt:  # a Ctrl-C or SIGTERM before training, or a second one during the evaluation
         sys.exit(130)
 
 
 if __name__ == "__main__":
+    # a SIGTERM (kill, a job scheduler, tune.py stopping a trial) does what Ctrl-C does: training stops, and the
+    # table is still evaluated and saved; by default it would kill the run with nothing saved
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     main()

@@ -6,7 +6,7 @@ scripts evaluate a saved model) and `--checkpoint-frequency 0` unless the fixed 
 trial as the commands of its runs, every flag included. Its score is the mean over the seeds
 of `eval/episodic_return` from the run's TensorBoard events. While the runs go, the running mean of
 `charts/episodic_return` goes to Optuna every --report-every steps, and the pruner stops a trial that is clearly
-behind: its processes get a SIGTERM (the Atari scripts then save and exit), a SIGKILL only if they hang.
+behind: its processes get a SIGTERM (the scripts here then stop training, save and exit), a SIGKILL only if they hang.
 
     python tune.py dqn_frozenlake_tabular.py --param learning-rate=0.01:1:log gamma=0.8:0.9999 --n-trials 10 \
         -- --is-slippery                     # flags after -- go to every run
@@ -27,11 +27,11 @@ TensorBoard event), so that a flag it refuses stops tune.py with its error, and 
 
 Storage: `--storage sqlite:///FILE.db` (the default, runs/tune/optuna.db), a journal file `PATH.log` or
 `PATH.journal`, or any database URL that SQLAlchemy opens (postgresql://, mysql://). Several workers share a study
-by running tune.py with the same --storage and --study-name, on one machine or many: Optuna's own distributed
-mode. A study continues when started again with its settings (script, fixed flags, seeds, search space,
-objective); one with no trial but failed ones takes new settings. With a database URL or SQLite a killed worker's
-trial is noticed by its missing heartbeat and run again, while a journal file (no heartbeat) shows it as RUNNING
-for good.
+by running tune.py with the same --storage and --study-name, on one machine or many, as many at once as you like
+(a new storage too): Optuna's own distributed mode. A study continues when started again with its settings
+(script, fixed flags, seeds, search space, objective); one with no trial but failed ones takes new settings.
+With a database URL or SQLite a killed worker's trial is noticed by its missing heartbeat and run again, while a
+journal file (no heartbeat) shows it as RUNNING for good.
 The same command with `--n-trials 0` prints the study's table, best command and importances. Ctrl-C (or a
 SIGTERM) stops the worker and its runs, and its trial is marked failed.
 """
@@ -44,6 +44,7 @@ import difflib
 import functools
 import math
 import os
+import random
 import re
 import shlex
 import signal
@@ -251,6 +252,20 @@ def runner_flags(flags: dict[str, str], fixed: list[str], objective: str) -> lis
 
 
 # STORAGE, SAMPLER AND PRUNER: Optuna's own, so that any number of workers can share one study
+STORAGE_ATTEMPTS = 10
+
+
+def created_meanwhile(e: Exception) -> bool:
+    """Whether opening a database failed only because another worker was creating its tables at that moment."""
+    # each worker started on a new database creates the tables it does not find: the others' CREATE TABLE or
+    # schema-version INSERT then fails ("table studies already exists", "UNIQUE constraint failed:
+    # alembic_version.version_num", a MySQL or PostgreSQL duplicate), though the database is fine a moment later
+    from sqlalchemy.exc import DBAPIError, IntegrityError  # optuna's database layer, loaded by RDBStorage
+
+    duplicate = isinstance(e, IntegrityError) or "already exists" in str(e)
+    return isinstance(e, DBAPIError) and (duplicate or "database is locked" in str(e))
+
+
 def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
     if url == Args.storage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -259,12 +274,18 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
         if "://" not in url:
             raise UsageError(f"--storage {url}: give sqlite:///FILE.db, a journal file FILE.log, or a database URL")
-        # a trial whose worker stops beating (killed, machine lost) is failed by the next worker, and run again
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            try:
+                # a worker that stops beating (killed, machine lost): the next one fails its trial and runs it again
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+            except Exception as e:
+                if not created_meanwhile(e) or attempt == STORAGE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.05, 0.3))  # at random: the workers that lost do not meet again
     except UsageError:
         raise
     except Exception as e:
@@ -323,7 +344,7 @@ class Run:
         return [e.step for e in events], [e.value for e in events]
 
     def stop(self, timeout: float) -> None:
-        """SIGTERM to the run's process group (an Atari run saves its model and exits), SIGKILL after timeout."""
+        """SIGTERM to the run's process group (a run of the scripts here saves and exits), SIGKILL after timeout."""
         with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
             if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGTERM)

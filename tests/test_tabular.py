@@ -1,12 +1,16 @@
 """Tests for dqn_frozenlake_tabular.py: pure pieces by import, full runs in process, CLI errors by subprocess."""
 
 import contextlib
+import errno
 import io
+import json
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,13 +102,11 @@ def test_evaluate_hand_built_tables(q_table, expected):
     assert tab.evaluate(q_table, frozenlake_env(), eval_episodes=20, seed=1) == [expected] * 20
 
 
-# the course's Unit 2 Taxi evaluation; the list is kept beside the project checkout, in ../shared/
-COURSE_SEEDS_FILE = Path(__file__).resolve().parents[2] / "shared" / "course-unit2-taxi-eval-seeds.txt"
+# the course's Unit 2 Taxi evaluation seeds, copied from its hands-on as test data
+COURSE_SEEDS_FILE = Path(__file__).parent / "data" / "course-unit2-taxi-eval-seeds.txt"
 
 
 def test_course_taxi_seeds_are_the_course_list():
-    if not COURSE_SEEDS_FILE.is_file():
-        pytest.skip(f"{COURSE_SEEDS_FILE} is not there to compare with")
     lines = COURSE_SEEDS_FILE.read_text().splitlines()
     assert tab.COURSE_TAXI_EVAL_SEEDS == [int(line) for line in lines if line.strip() and not line.startswith("#")]
 
@@ -207,10 +209,11 @@ def test_ctrl_c_stops_training_but_still_evaluates_and_saves(monkeypatch, capsys
 
 
 @pytest.mark.parametrize("env_id", ["FrozenLake-v1", "Taxi-v4"])
-def test_capture_video_writes_mp4(env_id):
+def test_capture_video_writes_mp4(recwarn, env_id):
     tab.train(tab.Args(env_id=env_id, total_episodes=300, eval_episodes=2, capture_video=True))
     videos = list(Path("videos").glob(f"{env_id}__*/*.mp4"))
     assert videos and all(video.stat().st_size > 0 for video in videos)
+    assert not [w for w in recwarn if "Overwriting existing videos" in str(w.message)]  # the folder is the run's own
 
 
 def test_capture_video_without_moviepy_stops_before_training(monkeypatch):
@@ -565,3 +568,76 @@ def test_importing_the_script_does_not_import_matplotlib():
     code = "import sys, dqn_frozenlake_tabular; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(tab.__file__).parent)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# Issue 28: runs that never hang, never share a folder, never lose what they wrote
+@pytest.mark.parametrize(
+    "blocked, argv",
+    [
+        ("runs", []),  # was a 30-line traceback (NotADirectoryError), as in a folder that cannot be written
+        ("videos", ["--capture-video"]),
+        ("videos", ["--eval-only", "SAVED_RUN", "--capture-video"]),
+    ],
+    ids=["runs", "videos", "eval-only-videos"],
+)
+def test_a_folder_that_cannot_be_created_is_one_line(capsys, request, blocked, argv):
+    """A file where the script creates its folder fails as root too (a read-only folder would not, for root)."""
+    Path(blocked).write_text("a file in the way\n")
+    argv = [str(request.getfixturevalue("saved_run")[0]) if a == "SAVED_RUN" else a for a in argv]
+    code, _, err, _ = cli(capsys, *argv, "--eval-episodes", "1")
+    assert code == 2
+    (line,) = err
+    assert re.fullmatch(rf"error: cannot create {blocked}/\S*/ \(.+\): {blocked} is a file: move it away", line), line
+    assert Path(blocked).read_text() == "a file in the way\n"  # nothing lost
+    assert not Path("runs").is_dir(), "no run folder left behind"
+
+
+def test_a_read_only_folder_is_one_line(capsys, monkeypatch):
+    def read_only(path, *args, **kwargs):  # what mkdir meets on a read-only disk, for root too
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)  # under Path.mkdir and os.makedirs
+    code, _, err, _ = cli(capsys, "--eval-episodes", "1")
+    assert code == 2
+    (line,) = err
+    assert re.fullmatch(r"error: cannot create runs/\S+/ \(Read-only file system\): start the script from a folder where you can write", line), line
+
+
+def test_runs_started_in_the_same_second_get_a_folder_each(capsys, monkeypatch):
+    """Same env, --exp-name and --seed, same second: the run name was the same, and the second run's table
+    replaced the first's in their one folder."""
+    monkeypatch.setattr(tab, "time", SimpleNamespace(time=lambda: 1_700_000_000.0))
+    runs = [cli(capsys, "--total-episodes", episodes, "--save-model", "--eval-episodes", "1") for episodes in ("0", "300")]
+    folders = sorted(Path("runs").iterdir())
+    assert len(folders) == 2, folders
+    for (code, out, _, (q_table, _)), folder in zip(runs, folders):  # sorted: the first run has the plain name
+        assert code == 0 and out[-1].startswith(f"run folder {folder}/: ")
+        assert f"evaluate it with: python dqn_frozenlake_tabular.py --eval-only {folder}" in out
+        np.testing.assert_array_equal(np.load(folder / "q_table.npy"), q_table)
+    assert runs[0][3][0].sum() == 0 < runs[1][3][0].sum()  # untrained and trained: two different tables kept
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(in_tmp_path, subprocess_env):
+    """A job scheduler's or tune.py's stop: the run was killed silently, leaving no table and no args.json."""
+    log = in_tmp_path / "output.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen([sys.executable, tab.__file__, "--total-episodes", "100000000", "--save-model", "--eval-episodes", "3"],
+                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=subprocess_env)  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while not log.read_text().startswith("training ") and run.poll() is None and time.time() < deadline:
+            time.sleep(0.1)  # until the script says it trains: the line before its loop
+        assert run.poll() is None, log.read_text()
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    printed = log.read_text()
+    assert re.search(r"^interrupted after \d+ episodes: evaluating \(and with --save-model saving\)", printed, re.M), printed
+    assert "eval over 3 episodes" in printed and "Traceback" not in printed
+    (run_dir,) = Path("runs").iterdir()
+    assert json.loads((run_dir / "args.json").read_text())["total_episodes"] == 100_000_000
+    assert np.load(run_dir / "q_table.npy").shape == (16, 4)
+    assert printed.splitlines()[-1] == f"run folder {run_dir}/: TensorBoard logs, q_table.png, q_table.npy, args.json"

@@ -5,13 +5,16 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy  # optuna's database layer
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -140,8 +143,10 @@ def test_a_pruned_trial_stops_its_runs(tmp_path, monkeypatch):
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["pruned_at"] == 1000
     assert len(started) == 2
-    for process in started:
-        assert process.returncode == -signal.SIGTERM, "the run was stopped, it did not end by itself"
+    for seed, process in zip((1, 2), started):
+        # the SIGTERM stops its training as Ctrl-C does: it says so, evaluates and exits
+        log = (tmp_path / "trial_0" / f"seed_{seed}" / "output.log").read_text()
+        assert "interrupted after " in log, "the run was not stopped, it ended by itself"
         assert processes_left_in_group(process.pid) == []
     assert time.time() - start < 60
 
@@ -173,7 +178,8 @@ def test_a_killed_study_continues_from_its_storage(tmp_path, kill):
     out, err = worker.communicate(timeout=60)
     assert processes_left_in_group(run) == [], "the trial's run outlived its worker"
     log = (tmp_path / "runs" / STUDY / "trial_0" / "seed_1" / "output.log").read_text()
-    assert "eval over" not in log, "the run was not stopped: it went on to its evaluation"
+    # stopped in training, it says so before its evaluation; stopped before, it has none
+    assert "interrupted after " in log or "eval over" not in log, "the run was not stopped: it trained to the end"
     if kill == signal.SIGINT:
         assert worker.returncode == 130
         assert "Traceback" not in err and err.strip().startswith("interrupted: ")
@@ -312,3 +318,55 @@ def test_a_trial_the_script_refuses_stops_the_study(tmp_path, capsys):
     argv[argv.index("learning-rate=0.5,1.5,2,3,0.9")] = "learning-rate=0.5,0.9"
     tune.main([*argv[: argv.index("--")], "--n-trials", "0", *argv[argv.index("--") :]])
     assert f"study {STUDY} has no complete trial (1 failed trial): it goes on with the new search space\n" in capsys.readouterr().out
+
+
+# Issue 28: workers started at once on a new storage
+hide_heartbeat_warning = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as tune.main does
+
+
+@hide_heartbeat_warning
+def test_workers_started_together_on_a_new_storage_all_open_it(tmp_path):
+    """Each worker creates the new SQLite file's tables: most of them failed with 'table studies already exists'
+    or 'UNIQUE constraint failed: alembic_version.version_num'. Threads, so that they start at the same instant."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    start, outcomes = threading.Barrier(4), []
+
+    def worker():
+        start.wait()
+        try:
+            outcomes.append(type(tune.open_storage(url, heartbeat=10)).__name__)
+        except tune.UsageError as e:
+            outcomes.append(str(e))
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=60)
+    assert outcomes == ["RDBStorage"] * 4
+    assert optuna.create_study(storage=url).trials == []  # the storage they made works
+
+
+@hide_heartbeat_warning
+@pytest.mark.parametrize("storage", ["race", "no-such-folder"])
+def test_only_a_storage_being_created_is_opened_again(tmp_path, monkeypatch, storage):
+    """A worker that loses the race to create the storage tries again; a storage that cannot open is said at
+    once, with its own cause."""
+    rdb_storage, calls = optuna.storages.RDBStorage, []
+
+    def first_two_lose_the_race(url, **kwargs):
+        calls.append(url)
+        if storage == "race" and len(calls) <= 2:
+            orig = sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num")
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version (version_num) VALUES (?)", None, orig)
+        return rdb_storage(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", first_two_lose_the_race)
+    folder = tmp_path if storage == "race" else tmp_path / "no" / "such" / "folder"
+    url = f"sqlite:///{folder / 'study.db'}"
+    if storage == "race":
+        assert isinstance(tune.open_storage(url, heartbeat=10), rdb_storage) and len(calls) == 3
+    else:
+        with pytest.raises(tune.UsageError, match=r"does not open \(\(sqlite3.OperationalError\) unable to open database file\)"):
+            tune.open_storage(url, heartbeat=10)
+        assert len(calls) == 1
