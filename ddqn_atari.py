@@ -639,6 +639,8 @@ def load_model(path, device):
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
         q_network = QNetwork(saved.get("n_actions") or gym.make(saved["args"]["env_id"]).action_space.n).to(device)
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"no saved model at '{path}': pass the .pt file of a run folder") from None
     except Exception as e:
         raise UsageError(f"'{path}' is no model saved by an Atari script here ({type(e).__name__}): pass the .pt "
                          "file of a run folder") from None
@@ -661,7 +663,7 @@ def resolve_model_path(path_or_repo):
     """A model file, a run folder (its model), or a Hub repo id (user/name) whose .pt file is downloaded."""
     if os.path.isdir(path_or_repo):  # runs/{run_name}
         models = [m for m in Path(path_or_repo).glob("*.pt") if m.name != "checkpoint.pt"]
-        return str(max(models, key=os.path.getmtime)) if models else f"{path_or_repo}/<no model>"
+        return str(max(models, key=os.path.getmtime)) if models else path_or_repo
     if os.path.exists(path_or_repo) or path_or_repo.endswith(".pt") or path_or_repo.count("/") != 1:
         return path_or_repo  # load_model says it if the file is missing
     try:
@@ -732,9 +734,9 @@ def main(argv=None):
     try:
         args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
         if unknown:  # one line (tyro's own message is a box), with the closest flag
-            names = [f"--{prefix}{f.name.replace('_', '-')}" for f in fields(Args) for prefix in ("", "no-")]
-            close = difflib.get_close_matches(unknown[0].split("=")[0], names, n=1, cutoff=0.8)
-            raise UsageError(f"unknown option {unknown[0]}: " + (f"did you mean {close[0]}?" if close else "see --help"))
+            word, names = unknown[0].split("=")[0], [f"--{p}{f.name.replace('_', '-')}" for f in fields(Args) for p in ("", "no-")]
+            close = difflib.get_close_matches(word, names, n=1, cutoff=0.8)
+            raise UsageError(f"unknown option {word}: " + (f"did you mean {close[0]}?" if close else f"see python {SCRIPT} --help"))
         eval_only(args) if args.eval_only else train(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

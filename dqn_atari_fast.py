@@ -994,7 +994,7 @@ def save_model(path, q_network, args):
     """The network, the run's arguments, and what loading needs: the number of actions and the script that saved it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    n_actions = gym.make(args.env_id).action_space.n
+    n_actions = int(q_network.network[-1].out_features)  # the last layer: one Q-value per action
     torch.save({"model": q_network.state_dict(), "args": asdict(args), "n_actions": n_actions, "script": os.path.basename(__file__)}, tmp)
     os.replace(tmp, path)  # atomic: a kill during the write leaves no half-written model
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Speed and learning checks of dqn_atari.py on a machine with an NVIDIA GPU. From the repository root:
+# Speed and learning checks of dqn_atari_fast.py (and the teaching pair) on a machine with an NVIDIA GPU. From the repository root:
 #
 #   bash benchmarks/gpu_session.sh PHASE
 #
@@ -47,9 +47,9 @@ speed)
     for flags in "${runs[@]}"; do
         # shellcheck disable=SC2086  # $flags is a list of flags
         if [ "$small" = 1 ]; then
-            python benchmarks/speed.py --total-timesteps 1500 --learning-starts 500 --buffer-size 5000 -- $flags
+            python benchmarks/speed.py --script dqn_atari_fast.py --total-timesteps 1500 --learning-starts 500 --buffer-size 5000 -- $flags
         else  # full replay memory, learning after 20k steps, each setting for $secs s from its start
-            python benchmarks/speed.py --total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds "$secs" -- $flags
+            python benchmarks/speed.py --script dqn_atari_fast.py --total-timesteps 10000000 --learning-starts 20000 --buffer-size 1000000 --seconds "$secs" -- $flags
         fi
     done 2>&1 | grep -E '^\| |^error' | tee -a "$out/speed.md"
     # CleanRL 1.2.0 (and SB3 with PEERS=cleanrl,sb3) beside ours, one game each, timed the same way
@@ -67,10 +67,10 @@ pong)
     minutes=$([ "$small" = 1 ] && echo 1 || echo "${MINUTES:-7.5}")
     flags=$([ "$small" = 1 ] && echo "--learning-starts 1000 --buffer-size 10000 --num-envs 2" || echo "--num-envs 16")
     # shellcheck disable=SC2086  # $flags and $FLAGS are lists of flags
-    timeout -s TERM "${minutes}m" python dqn_atari.py --env-id PongNoFrameskip-v4 --seed 1 --total-timesteps 10000000 \
+    timeout -s TERM "${minutes}m" python dqn_atari_fast.py --env-id PongNoFrameskip-v4 --seed 1 --total-timesteps 10000000 \
         --checkpoint-frequency 0 $flags ${FLAGS:---env-backend ale-vector --compile} 2>&1 | tee "$out/pong.log" | grep -v '^global_step' || true
-    model=$(ls -t runs/PongNoFrameskip-v4__dqn_atari__1__*/dqn_atari.pt | head -n 1)
-    python dqn_atari.py --eval-only "$model" --seed 1 --eval-episodes "$([ "$small" = 1 ] && echo 1 || echo 10)" 2>&1 | tee -a "$out/pong.log"
+    model=$(ls -t runs/PongNoFrameskip-v4__dqn_atari_fast__1__*/dqn_atari_fast.pt | head -n 1)
+    python dqn_atari_fast.py --eval-only "$model" --seed 1 --eval-episodes "$([ "$small" = 1 ] && echo 1 || echo 10)" 2>&1 | tee -a "$out/pong.log"
     mkdir -p "$out/pong" && cp "$(dirname "$model")"/events.out.tfevents.* "$model" "$out/pong/"
     ;;
 learn)
@@ -81,7 +81,7 @@ learn)
         extra=$([ "$small" = 1 ] && echo "--learning-starts 1000 --buffer-size 10000 --eval-episodes 1" || echo "")
         # shellcheck disable=SC2086  # $extra is a list of flags
         setsid nohup python "$script.py" --env-id "${ENV_ID:-SpaceInvadersNoFrameskip-v4}" --seed "$seed" \
-            --num-envs "$num_envs" --total-timesteps "$steps" --save-model --checkpoint-frequency 0 $extra ${FLAGS:-} >"$log" 2>&1 </dev/null &
+            $([ "$script" = dqn_atari_fast ] && echo --num-envs "$num_envs") --total-timesteps "$steps" --save-model --checkpoint-frequency 0 $extra ${FLAGS:-} >"$log" 2>&1 </dev/null &
         echo $! >>runs/pids
         echo "started $script seed $seed --num-envs $num_envs: $log"
     done

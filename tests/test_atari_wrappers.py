@@ -1,11 +1,19 @@
-"""The Atari wrappers of dqn_atari.py / ddqn_atari.py: each one against a stub game whose frames, lives
-and rewards are known, then the whole evaluation stack against gymnasium's AtariPreprocessing."""
+"""The Atari wrappers of dqn_atari_fast.py (those of the code before the split): each one against a stub game
+whose frames, lives and rewards are known, then the whole evaluation stack against gymnasium's
+AtariPreprocessing. The teaching pair uses AtariPreprocessing itself, and its evaluation is checked on Breakout."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
+import dqn_atari
+
 SHAPE = (8, 8)
+
+
+@pytest.fixture
+def algo(fast):
+    return fast
 
 
 class StubALE:
@@ -215,11 +223,15 @@ def test_fire_after_life_loss_presses_fire_then_right_and_goes_on(algo):
     assert terminated and game.actions == [3, 3, 1, 2, 0, 0]
 
 
-def test_evaluation_presses_fire_after_each_lost_life(algo):
+@pytest.mark.parametrize("script", ["dqn_atari_fast", "dqn_atari"])
+def test_evaluation_presses_fire_after_each_lost_life(algo, script):
     """Breakout waits for FIRE after a lost life. An agent that only presses NOOP loses its 5 lives in ~115
     steps when FIRE follows each lost life, as it does in training; else its game waits at the second life
     (until the 27,000-step limit, or a random action that is FIRE)."""
-    env = algo.make_env("BreakoutNoFrameskip-v4", 0, 0, False, "test", training=False)()
+    if script == "dqn_atari":
+        env = dqn_atari.make_env("BreakoutNoFrameskip-v4", 0, None, training=False)
+    else:
+        env = algo.make_env("BreakoutNoFrameskip-v4", 0, 0, False, "test", training=False)()
     env.reset(seed=0)
     lives = [env.unwrapped.ale.lives()]
     for _ in range(1000):

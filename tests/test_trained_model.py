@@ -45,7 +45,7 @@ def test_committed_agent_beats_random_actions_and_an_untrained_network(single_th
     q_network, saved_args = dqn_atari.load_model(committed_model(), torch.device("cpu"))
     env_id = saved_args["env_id"]
     assert env_id == "SpaceInvadersNoFrameskip-v4"
-    games = dict(env_id=env_id, eval_episodes=2, run_name="unused", device=torch.device("cpu"), seed=0)
+    games = dict(env_id=env_id, eval_episodes=2, device=torch.device("cpu"), seed=0)
 
     trained = dqn_atari.evaluate(q_network, **games)
     random_actions = dqn_atari.evaluate(q_network, epsilon=1.0, **games)
@@ -61,7 +61,7 @@ def test_committed_pong_agent_beats_random_play_by_a_wide_margin(single_thread):
     q_network, saved_args = dqn_atari.load_model(ROOT / "models" / "dqn_atari_PongNoFrameskip-v4.pt", torch.device("cpu"))
     assert saved_args["env_id"] == "PongNoFrameskip-v4" and saved_args["env_backend"] == "ale-vector"
     # the first game of its run's own evaluation (`--eval-only` plays it with the run's seed)
-    games = dict(env_id="PongNoFrameskip-v4", eval_episodes=1, run_name="unused", device=torch.device("cpu"), seed=saved_args["seed"])
+    games = dict(env_id="PongNoFrameskip-v4", eval_episodes=1, device=torch.device("cpu"), seed=saved_args["seed"])
     trained = dqn_atari.evaluate(q_network, **games)[0]
     random_actions = dqn_atari.evaluate(q_network, epsilon=1.0, **games)[0]
     assert trained >= random_actions + 15, (trained, random_actions)  # of the 42 points between -21 and +21

@@ -25,7 +25,7 @@ def tiny_model(tmp_path_factory):
     """An untrained Space Invaders network saved as dqn_atari.py saves one, alone in a folder (a Hub repo's files)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "dqn_atari.pt"
-    dqn_atari.save_model(path, dqn_atari.QNetwork(6), dqn_atari.Args(cuda=False))
+    dqn_atari.save_model(path, dqn_atari.QNetwork(6), dqn_atari.Args(cuda=False), 6)
     return path
 
 
