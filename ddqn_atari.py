@@ -13,7 +13,6 @@ action, the target network values it. All else (experience replay, fixed Q-targe
 
 import difflib
 import importlib.util
-import json
 import os
 import random
 import shutil

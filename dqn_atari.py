@@ -15,7 +15,6 @@ on the GPU, a compiled update): dqn_atari_fast.py.
 
 import difflib
 import importlib.util
-import json
 import os
 import random
 import shutil

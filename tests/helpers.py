@@ -1,5 +1,10 @@
 """Helpers shared by the test files (pytest puts tests/ on sys.path)."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,3 +56,37 @@ def serve_as_hub_repo(monkeypatch, folder: Path) -> list:
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return calls
+
+
+def ctrl_c_a_run(script, cwd, env):
+    """Start a long run of `script` in a process group of its own, Ctrl-C the group once it has learned for a
+    few seconds; returns (exit code, stdout, stderr, the processes left in the group after 10 s, the run folder)."""
+    out_file, err_file = open(cwd / "stdout.txt", "w"), open(cwd / "stderr.txt", "w")
+    args = ["--total-timesteps", "10000000", "--buffer-size", "1000", "--learning-starts", "100", "--batch-size", "8"]
+    proc = subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, env=env, stdout=out_file, stderr=err_file,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not list(cwd.glob("runs/*/events.out.tfevents.*")):
+            assert proc.poll() is None, (cwd / "stderr.txt").read_text()
+            assert time.time() < deadline, "the run never started"
+            time.sleep(0.2)
+        time.sleep(4)  # the games start and the network learns for a few hundred steps
+        assert proc.poll() is None, (cwd / "stderr.txt").read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        returncode = proc.wait(timeout=120)
+        orphans = processes_left_in_group(proc.pid)
+    finally:
+        if proc.poll() is None or live_processes_in_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out_file.close()
+        err_file.close()
+    stdout, stderr = (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
+    assert "Traceback" not in stderr and returncode == 0, stderr
+    steps = [int(s.replace(",", "")) for s in re.findall(r"at step ([\d,]+)", stdout)]
+    assert steps and steps[0] > 0, f"no training step before Ctrl-C:\n{stdout}"
+    assert "learning had not started" not in stdout, "it learned from step 100: its network is trained"
+    assert not orphans, f"processes left behind: {orphans}"
+    (run_dir,) = (cwd / "runs").iterdir()
+    return stdout, run_dir

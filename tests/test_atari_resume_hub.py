@@ -1,10 +1,8 @@
 """dqn_atari.py / ddqn_atari.py around the loop: its checkpoint (one file) and --resume, bad --resume input,
 run folders, saved models that load in every Atari script and in a copy with another network, and the Hub."""
 
-import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import huggingface_hub

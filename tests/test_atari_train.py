@@ -6,29 +6,23 @@ The expensive tests (Atari runs, subprocesses) run dqn_atari.py only: outside th
 scripts are byte-identical (tests/test_ddqn_diff.py), and the TD target is tested here for both.
 """
 
-import copy
-import logging
 import math
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
 from games import scalars, side_game, train_on_side_game
-from helpers import last_line_of_the_run, live_processes_in_group, processes_left_in_group
+from helpers import ctrl_c_a_run, last_line_of_the_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -378,35 +372,7 @@ def test_capture_video_records_training_and_evaluation(tmp_path, subprocess_env)
 def test_ctrl_c_saves_the_model_and_exits_cleanly(tmp_path, subprocess_env):
     """Ctrl-C on a terminal signals the whole process group: the run stops after its step, writes its checkpoint
     and its model, says how to go on, and leaves no process behind."""
-    out_file, err_file = open(tmp_path / "stdout.txt", "w"), open(tmp_path / "stderr.txt", "w")
-    args = ["--total-timesteps", "10000000", "--buffer-size", "1000", "--learning-starts", "100", "--batch-size", "8"]
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=subprocess_env, stdout=out_file,
-                            stderr=err_file, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while not list(tmp_path.glob("runs/*/events.out.tfevents.*")):
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            assert time.time() < deadline, "the run never started"
-            time.sleep(0.2)
-        time.sleep(4)  # the games start and the network learns for a few hundred steps
-        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-        os.killpg(proc.pid, signal.SIGINT)
-        returncode = proc.wait(timeout=120)
-        orphans = processes_left_in_group(proc.pid)
-    finally:
-        if proc.poll() is None or live_processes_in_group(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        out_file.close()
-        err_file.close()
-    stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
-    assert "Traceback" not in stderr, stderr
-    assert returncode == 0, stderr
-    steps = re.findall(r"at step ([\d,]+)", stdout)
-    assert steps and int(steps[0].replace(",", "")) > 0, f"no training step before Ctrl-C:\n{stdout}"
-    assert "learning had not started" not in stdout, "it learned from step 100: its network is trained"
-    assert not orphans, f"processes left behind: {orphans}"
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    stdout, run_dir = ctrl_c_a_run(SCRIPT, tmp_path, subprocess_env)
     models = list(run_dir.glob("*.pt"))
     assert sorted(m.name for m in models) == ["checkpoint.pt", "dqn_atari.pt"], stdout
     models = [run_dir / "dqn_atari.pt"]
