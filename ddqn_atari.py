@@ -15,7 +15,6 @@ import difflib
 import importlib.util
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -55,14 +54,10 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to evaluate the model at the end (every run saves it into `runs/{run_name}`)"""
-    upload_model: bool = False
-    """whether to upload the saved model and its evaluation to the Hugging Face Hub"""
-    hf_entity: str = ""
-    """the user or org name of the model repository from the Hugging Face Hub"""
     eval_episodes: int = 10
     """the number of full games played by the final evaluation (at epsilon 0.05, as in the Nature paper)"""
     eval_only: Optional[str] = None
-    """a saved model to evaluate without training: a .pt file, a run folder or a Hugging Face Hub repo id"""
+    """a saved model to evaluate without training: a .pt file or a run folder"""
     checkpoint_frequency: int = 500_000
     """environment steps between the checkpoints that --resume continues from (0: none)"""
     resume: Optional[str] = None
@@ -97,7 +92,32 @@ class Args:
     """the environment steps per gradient step"""
 
 
-# ENVIRONMENT: the Atari preprocessing of the Nature paper: gymnasium's AtariPreprocessing, and what it leaves out
+# ENVIRONMENT: the game as the agent sees it
+def make_env(env_id, seed, video_folder=None, training=True):
+    """The course's preprocessing: 84x84 grayscale frames, a stack of 4. The Nature paper adds what the classes
+    below do, not in the course and skippable on a first read: a lost life ends a training episode, FIRE starts
+    the games that wait for it, and training rewards are clipped to -1, 0 or +1."""
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # AtariPreprocessing skips
+    if video_folder:
+        env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
+    # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    # 84x84 grayscale; each action repeated for 4 frames, the screen the max of the last two (the Atari draws some
+    # sprites only every other frame); 1 to 30 no-ops at a reset, so that games do not all begin alike
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    if training:
+        env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    if training:  # the sign of each reward: one learning rate fits every game's score scale
+        env = gym.wrappers.TransformReward(env, np.sign)
+    # frame stacking: one frame cannot show motion (the temporal limitation), four can
+    env = gym.wrappers.FrameStackObservation(env, 4)
+    env.action_space.seed(seed)
+    return env
+
+
+# The Nature paper's extras, not in the course: a first read can skip to the network
 class EpisodicLifeEnv(gym.Wrapper):
     """Training only: a lost life ends the episode for the agent (its value does not bootstrap past a death),
     while the game itself resets only at game over. Evaluation plays full games."""
@@ -118,7 +138,7 @@ class EpisodicLifeEnv(gym.Wrapper):
     def reset(self, **kwargs):
         if self.game_over:
             obs, info = self.env.reset(**kwargs)
-        else:  # a life was lost: keep playing the same game (a no-op moves it past the death)
+        else:  # a life was lost, not the game: play on; one no-op step gives the observation reset() returns
             obs, _, terminated, truncated, info = self.env.step(0)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
@@ -127,8 +147,9 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 
 class FireResetEnv(gym.Wrapper):
-    """Press FIRE at the start of a game and after a lost life: games like Breakout wait for it, and an agent yet
-    to learn it would stand still. In training a lost life ends the episode, so FIRE comes with the next reset."""
+    """Press FIRE to start: games like Breakout wait for it after a reset and after a lost life, and an agent yet
+    to learn it would stand still. In training a lost life ends the episode (EpisodicLifeEnv), so FIRE comes with
+    the next reset(); in evaluation the game plays on through a lost life, so step() presses FIRE there."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -137,48 +158,21 @@ class FireResetEnv(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if 0 < self.unwrapped.ale.lives() < self.lives and not (terminated or truncated):
+        lost_a_life = 0 < self.unwrapped.ale.lives() < self.lives  # (0 lives: see EpisodicLifeEnv)
+        if lost_a_life and not (terminated or truncated):  # evaluation (no EpisodicLifeEnv): the game waits
             obs, more, terminated, truncated, info = self.press_fire()
             reward += more
         self.lives = self.unwrapped.ale.lives()
         return obs, reward, terminated, truncated, info
 
     def press_fire(self):
-        obs, reward, terminated, truncated, info = self.env.step(1)  # FIRE, then another action, as OpenAI's baselines do
+        # FIRE (action 1), then action 2, as OpenAI's baselines and CleanRL do, so that scores compare
+        obs, reward, terminated, truncated, info = self.env.step(1)
         if not (terminated or truncated):
             obs, more, terminated, truncated, info = self.env.step(2)
             reward += more
         self.lives = self.unwrapped.ale.lives()
         return obs, reward, terminated, truncated, info
-
-
-class ClipRewardEnv(gym.RewardWrapper):
-    """Training only: rewards become -1, 0 or +1, so one learning rate fits every game's score scale."""
-
-    def reward(self, reward):
-        return float(np.sign(reward))
-
-
-def make_env(env_id, seed, video_folder=None, training=True):
-    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # AtariPreprocessing skips
-    if video_folder:
-        env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
-    # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    # 1 to 30 no-ops at a reset (games do not all begin alike); each action repeated for 4 frames, the screen the
-    # max of the last two (the Atari draws some sprites only every other frame); 84x84 grayscale. Its trap: on
-    # the step a game ends, the screen is that of the step before (harmless here: a game over is a terminal state)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
-    if training:
-        env = EpisodicLifeEnv(env)
-    if "FIRE" in env.unwrapped.get_action_meanings():
-        env = FireResetEnv(env)
-    if training:
-        env = ClipRewardEnv(env)
-    # frame stacking: one frame cannot show motion (the temporal limitation), four can
-    env = gym.wrappers.FrameStackObservation(env, 4)
-    env.action_space.seed(seed)
-    return env
 
 
 # ALGO LOGIC: the Deep Q-Network of the Nature paper
@@ -209,70 +203,80 @@ class ReplayBatch(NamedTuple):
 
 
 class ReplayBuffer:
-    """The replay memory: add() stores a transition (obs, action, reward, next_obs, terminated), sample()
-    draws a random minibatch of them (random, so that consecutive steps do not correlate).
+    """The replay memory D: add() stores a transition, sample() draws a random minibatch of them (random, so that
+    consecutive steps do not correlate). As the course tells it, D is a list of tuples:
 
-    Each frame is stored once. A stack of 4 frames shares 3 with the next one, so storing obs and next_obs
-    as stacks would keep every frame 8 times: 1M transitions would take 56 GB, not 7.1 GB. Slot i holds the
-    newest frame of an obs, and the action, reward and termination that followed it; sample() rebuilds the
-    stacks from the frames around it. Near an episode's start the stack repeats the episode's first frame,
-    as FrameStackObservation does:
+        D = collections.deque(maxlen=buffer_size)
+        D.append((obs, action, reward, next_obs, terminated))  # add()
+        minibatch = random.sample(D, batch_size)  # sample()
+
+    This class does the same with each frame stored once (a first read can skip its body): a stack of 4 frames
+    shares 3 with the next, so the tuples would keep every frame 8 times, 56 GB for 1M transitions, not 7.1 GB.
+    Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
+    termination that followed it. A stack is rebuilt from the 3 slots before, but not past its episode's first
+    frame, which it repeats, as FrameStackObservation does:
 
         slot    0    1    2    3    4    5    6    7    (episode a: 5 frames; b starts in slot 5)
         frame   a0   a1   a2   a3   a4   b0   b1   b2
+        age     0    1    2    3    4    0    1    2
         slot 2: obs = a0 a0 a1 a2    next_obs = a0 a1 a2 a3
         slot 3: obs = a0 a1 a2 a3    next_obs = a1 a2 a3 a4    done: a ended with a4
         slot 6: obs = b0 b0 b0 b1    next_obs = b0 b0 b1 b2
 
-    An episode's last frame (a4) takes a slot of its own, which starts no transition. `valid` marks the
-    slots that start a complete transition; `first`, the frames that start an episode."""
+    next_obs is the stack of the next slot. An episode's last frame (a4) has a slot of its own, which starts no
+    transition: `valid` marks the slots that do."""
 
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
+        self.ages = np.zeros(buffer_size, dtype=np.int32)
         self.actions = np.zeros(buffer_size, dtype=np.int64)
         self.rewards = np.zeros(buffer_size, dtype=np.float32)
         self.dones = np.zeros(buffer_size, dtype=bool)
-        self.first = np.zeros(buffer_size, dtype=bool)
         self.valid = np.zeros(buffer_size, dtype=bool)
-        self.pos = 0  # the slot written next
-        self.filled = 0  # the slots written at least once
-        self.new_episode = True  # the obs of the next add() is an episode's first
+        self.pos = 0  # the slot the next add() writes
+        self.size = 0  # the slots written so far, up to buffer_size
+        self.age = 0  # the place of the next add()'s obs in its episode
         self.device, self.rng = device, np.random.default_rng(seed)
 
     def add(self, obs, action, reward, next_obs, terminated, truncated):
-        i, size = self.pos, len(self.frames)
-        self.frames[i], self.first[i] = obs[-1], self.new_episode  # the 3 older frames of obs are in the slots before
+        i, after = self.pos, (self.pos + 1) % len(self.frames)
+        self.frames[i], self.ages[i] = obs[-1], self.age  # obs's 3 older frames are in the slots before
         self.actions[i], self.rewards[i], self.dones[i] = action, reward, terminated
         self.valid[i] = True
-        self.frames[(i + 1) % size], self.first[(i + 1) % size] = next_obs[-1], False
-        # the 4 slots ahead start no complete transition: their next frame is not written yet, or their past is overwritten
-        self.valid[(i + np.arange(1, 5)) % size] = False
-        self.pos, self.filled, self.new_episode = (i + 1) % size, min(size, max(self.filled, i + 2)), False
+        # next_obs's newest frame goes into the next slot (the next add() writes it there again: the same frame)
+        self.frames[after], self.ages[after] = next_obs[-1], self.age + 1
+        # slot i+1 starts no transition until the next add(); slots i+2..i+4 (the oldest, once the ring is full)
+        # reach back 3 slots for their stacks, to frames just overwritten: none of the 4 is a transition now
+        self.valid[(i + np.arange(1, 5)) % len(self.frames)] = False
+        self.pos, self.size = after, min(self.size + 1, len(self.frames))
+        self.age += 1
         if terminated or truncated:  # a truncated episode is no terminal state: done is False, its value bootstraps
             self.end_episode()
 
     def end_episode(self):
-        """The episode's last frame (the next_obs just stored) keeps its slot; the next add() starts a new episode."""
-        self.pos, self.new_episode = (self.pos + 1) % len(self.frames), True
+        """The episode's last frame (next_obs's, in slot i+1) keeps its slot: the next episode starts one further."""
+        self.pos, self.size = (self.pos + 1) % len(self.frames), min(self.size + 1, len(self.frames))
+        self.age = 0
 
     def sample(self, batch_size):
         # uniform over the complete transitions: draw slots, and draw again the few that are not complete
-        slots = self.rng.integers(self.filled, size=batch_size)
+        slots = self.rng.integers(self.size, size=batch_size)
         while not self.valid[slots].all():
             redraw = ~self.valid[slots]
-            slots[redraw] = self.rng.integers(self.filled, size=redraw.sum())
-        # the frames of slots i-3 .. i+1: obs is the first four, next_obs the last four
-        window = (slots[:, None] + np.arange(-3, 2)) % len(self.frames)
-        for k in (2, 1, 0):  # from the newest frame back: before an episode's first frame, repeat it
-            window[:, k] = np.where(self.first[window[:, k + 1]], window[:, k + 1], window[:, k])
-        frames = torch.as_tensor(self.frames[window], device=self.device)
+            slots[redraw] = self.rng.integers(self.size, size=redraw.sum())
         return ReplayBatch(
-            observations=frames[:, :4],
+            observations=self.stacks(slots),
             actions=torch.as_tensor(self.actions[slots], device=self.device).unsqueeze(1),
             rewards=torch.as_tensor(self.rewards[slots], device=self.device),
-            next_observations=frames[:, 1:],
+            next_observations=self.stacks((slots + 1) % len(self.frames)),
             dones=torch.as_tensor(self.dones[slots], dtype=torch.float32, device=self.device),
         )
+
+    def stacks(self, slots):
+        """The stacks of 4 frames whose newest frame is in `slots`: 3, 2, 1 and 0 slots back, but not past the
+        episode's first frame (age 0)."""
+        back = np.minimum([3, 2, 1, 0], self.ages[slots, None])  # (batch, 4): how far back each frame of a stack is
+        return torch.as_tensor(self.frames[(slots[:, None] - back) % len(self.frames)], device=self.device)
 
 
 def epsilon_greedy(q_network, obs, epsilon, n_actions, rng, device):
@@ -303,37 +307,41 @@ def compute_td_target(q_network, target_network, batch, gamma):
 
 
 def gradient_step(q_network, target_network, optimizer, batch, gamma):
-    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean Q(s, a)."""
+    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean
+    Q(s, a) of the minibatch."""
     td_target = compute_td_target(q_network, target_network, batch, gamma)
-    old_val = q_network(batch.observations).gather(1, batch.actions).squeeze(1)
-    loss = F.mse_loss(old_val, td_target)
+    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a) of the actions taken
+    loss = F.mse_loss(q_sa, td_target)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss.item(), old_val.mean().item()
+    return loss.item(), q_sa.mean().item()
 
 
 # TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
 def train(args: Args, make_env=make_env):
     """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
-    run = Run(args)  # TRY NOT TO MODIFY: the run's folder and seeding (--resume: its own arguments)
+    run = Run(args)  # TRY NOT TO MODIFY: the run's folder, seeding, logging, Ctrl-C (--resume: the run's saved args)
     args, device = run.args, run.device
 
     env = make_env(args.env_id, args.seed, run.video_folder)
     rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D
     # Initialize the Q-network with random weights, and the target network (the fixed Q-target) as its copy
     q_network = QNetwork(env.action_space.n).to(device)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 7x faster on a CPU
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 7x faster on CPUs
     target_network = QNetwork(env.action_space.n).to(device)
     target_network.load_state_dict(q_network.state_dict())
-    rng = np.random.default_rng(args.seed)  # exploration
-    # TRY NOT TO MODIFY: --resume loads its checkpoint into all of these; logging starts
-    global_step = run.start(env, rb, q_network, target_network, optimizer, rng)
+    rng = np.random.default_rng(args.seed)  # the draws of epsilon-greedy
+    exploration_steps = args.exploration_fraction * args.total_timesteps  # epsilon decays over these first steps
+    global_step = 0
+    learner = (q_network, target_network, optimizer, rng, rb)  # what a checkpoint keeps, with global_step
+    if args.resume:  # TRY NOT TO MODIFY: --resume only, puts all of them back as saved (skip on a first read)
+        global_step = run.restore(learner)
 
-    obs, _ = env.reset(seed=args.seed + global_step)  # the first game
+    obs, _ = env.reset(seed=args.seed + global_step)  # the first game (a resumed run: another seed, another game)
     while global_step < args.total_timesteps and not run.stop_requested:
-        # 1. ALGO LOGIC: an epsilon-greedy action, epsilon decaying over the first exploration_fraction of the run
-        epsilon = linear_schedule(args.start_e, args.end_e, run.exploration_steps, global_step)
+        # 1. ALGO LOGIC: an epsilon-greedy action, epsilon decaying from start-e to end-e
+        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         action = epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device)
 
         # 2. play it: the reward and the next stack of frames
@@ -344,29 +352,42 @@ def train(args: Args, make_env=make_env):
         rb.add(obs, action, reward, next_obs, terminated, truncated)
         obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
 
+        # not in the course's pseudocode, as in the Nature paper: learning waits until D holds `learning_starts` steps
         if global_step > args.learning_starts:
-            # 4. every `train_frequency` steps: a gradient step on a random minibatch of D
+            # 4. every `train_frequency` (4) steps, not every step: a gradient step on a random minibatch of D
             if global_step % args.train_frequency == 0:
-                loss, q_mean = gradient_step(q_network, target_network, optimizer, rb.sample(args.batch_size), args.gamma)
+                batch = rb.sample(args.batch_size)
+                loss, q_mean = gradient_step(q_network, target_network, optimizer, batch, args.gamma)
                 if global_step % 100 == 0:
                     run.writer.add_scalar("losses/td_loss", loss, global_step)
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
 
-            # 5. every `target_network_frequency` steps: copy the Q-network into the target network (the fixed Q-target)
+            # 5. every C = `target_network_frequency` steps: reset the target network to the Q-network (the fixed
+            #    Q-target moves). --tau 1.0 (the default) copies each weight; a smaller tau would move it part way
             if global_step % args.target_network_frequency == 0:
                 for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
                     target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
 
-        # 6. at an episode's end (a lost life, in training), a new one
+        # 6. at an episode's end, a new one. In training a lost life ends an episode (EpisodicLifeEnv), and
+        #    the game goes on; the game itself ends with its last life, and its score is logged then
         if terminated or truncated:
             obs, _ = env.reset()
-        if "episode" in info:  # a whole game ended (all its lives): its real score
-            run.log_episode(info["episode"], global_step)
 
-        run.log_progress(global_step, epsilon)  # every 1000 steps: charts/SPS, charts/epsilon, the progress line
+        run.log(global_step, epsilon, info)  # a game's score when it ends; every 1000 steps: SPS, epsilon
         if args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0:
-            run.checkpoint(global_step)  # what --resume continues from
-    return run.end(global_step, make_env)  # TRY NOT TO MODIFY: the last checkpoint, the model saved, evaluated, uploaded
+            run.checkpoint(global_step, learner)  # what --resume goes on from
+
+    # TRY NOT TO MODIFY: every run keeps what it learned: its last checkpoint, and the model
+    env.close()
+    run.checkpoint(global_step, learner)
+    save_model(run.model_path, q_network, args, env.action_space.n)
+    eval_returns = []
+    if args.save_model and args.eval_episodes > 0 and not run.stop_requested:  # CleanRL's flag: evaluate the model
+        eval_returns = evaluate(q_network, args.env_id, args.eval_episodes, device, 0.05, run.eval_video, args.seed,
+                                make_env)
+        for idx, episodic_return in enumerate(eval_returns):
+            run.writer.add_scalar("eval/episodic_return", episodic_return, idx)
+    return run.end(global_step, eval_returns)
 
 
 def evaluate(q_network, env_id, eval_episodes, device, epsilon=0.05, video_folder=None, seed=0, make_env=make_env):
@@ -377,19 +398,22 @@ def evaluate(q_network, env_id, eval_episodes, device, epsilon=0.05, video_folde
     obs, _ = env.reset(seed=seed)
     episodic_returns = []
     while len(episodic_returns) < eval_episodes:
-        obs, _, terminated, truncated, info = env.step(epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device))
+        action = epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device)
+        obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             episodic_returns.append(float(info["episode"]["r"]))
             if len(episodic_returns) < eval_episodes:  # no extra game: RecordVideo would film its start
                 obs, _ = env.reset()
     env.close()
+    mean, std = np.mean(episodic_returns), np.std(episodic_returns)
+    print(f"evaluation over {eval_episodes} game{'s' * (eval_episodes > 1)}: {mean:.1f} +/- {std:.1f} "
+          f"(the leaderboard's mean - std: {mean - std:.1f})")
     return episodic_returns
 
 
 # ======================================================================================================
-# PLUMBING: what a run needs around the DQN above, and nothing a learner must read to follow Unit 3:
-# checks of the input, the run (folder, logging, Ctrl-C, checkpoints, --resume, its end), saving and
-# loading the model, --eval-only and the Hugging Face Hub
+# PLUMBING: what a run needs around the DQN above, and nothing a learner must read to follow Unit 3: checks
+# of the input, the run (folder, logging, Ctrl-C, checkpoints, --resume), saving and loading models, --eval-only
 # ======================================================================================================
 class UsageError(Exception):
     """Bad input: reported as one line and exit code 2, without a traceback."""
@@ -398,12 +422,12 @@ class UsageError(Exception):
 SCRIPT = os.path.basename(__file__)
 # what --resume may change: how far the run goes, and what it logs and saves; not what it learns with
 RESUME_OVERRIDES = {"resume", "total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity",
-                    "capture_video", "save_model", "upload_model", "hf_entity", "eval_episodes", "checkpoint_frequency"}
+                    "capture_video", "save_model", "eval_episodes", "checkpoint_frequency"}
 
 
 def check_args(args: Args):
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    needed = args.buffer_size * (84 * 84 + 15)  # a frame, an action, a reward and 3 flags per slot of the replay memory
+    needed = args.buffer_size * (84 * 84 + 18)  # a slot of the replay memory: its frame, age, action, reward, flags
     problems = {
         "--total-timesteps and --learning-rate must be positive": min(args.total_timesteps, args.learning_rate) <= 0,
         "--batch-size, --train-frequency and --target-network-frequency must be at least 1":
@@ -412,15 +436,13 @@ def check_args(args: Args):
         f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.1f} GB, more than this machine's "
         f"{memory / 1e9:.1f} GB of memory: lower it": needed > 0.9 * memory,
         "--learning-starts must be at least --batch-size": args.learning_starts < args.batch_size,
-        f"--learning-starts {args.learning_starts} is not below --total-timesteps {args.total_timesteps}: "
-        "the agent would never learn; lower --learning-starts or raise --total-timesteps":
+        f"--learning-starts {args.learning_starts:,} must be below --total-timesteps {args.total_timesteps:,}":
             args.learning_starts >= args.total_timesteps,
         "--gamma must be in [0, 1] and --tau in (0, 1]": not (0 <= args.gamma <= 1 and 0 < args.tau <= 1),
-        "epsilon needs 0 <= --end-e <= --start-e <= 1": not 0 <= args.end_e <= args.start_e <= 1,
-        "--exploration-fraction must be in [0, 1]": not 0 <= args.exploration_fraction <= 1,
+        "epsilon needs 0 <= --end-e <= --start-e <= 1 and --exploration-fraction in [0, 1]":
+            not (0 <= args.end_e <= args.start_e <= 1 and 0 <= args.exploration_fraction <= 1),
         "--eval-episodes and --checkpoint-frequency cannot be negative":
             min(args.eval_episodes, args.checkpoint_frequency) < 0,
-        "--upload-model needs an evaluation: --eval-episodes of at least 1": args.upload_model and args.eval_episodes < 1,
         "--capture-video needs moviepy to encode videos: pip install moviepy":
             args.capture_video and importlib.util.find_spec("moviepy") is None,
     }  # fmt: skip
@@ -430,14 +452,14 @@ def check_args(args: Args):
     try:  # gymnasium's own hint: the versions that the id's name has, or the closest name
         entry_point = str(gym.spec(args.env_id).entry_point)
     except gym.error.Error as e:
-        raise UsageError(f"unknown environment id '{args.env_id}': {e} Atari ids look like PongNoFrameskip-v4.") from None
+        raise UsageError(f"unknown environment id '{args.env_id}': {e} Ids look like PongNoFrameskip-v4.") from None
     if not entry_point.startswith("ale_py"):
         raise UsageError(f"'{args.env_id}' is not an Atari game: this script learns from screen pixels "
                          "(for FrozenLake or Taxi use dqn_frozenlake_tabular.py)")
 
 
 class Run:
-    """A training run around the loop of train(): its folder, logging, Ctrl-C, checkpoints, its end."""
+    """A training run around the loop of train(): its folder, seeding, logging, Ctrl-C, checkpoints, its last lines."""
 
     def __init__(self, args: Args):
         self.state = load_checkpoint(args) if args.resume else None
@@ -445,96 +467,105 @@ class Run:
         check_args(args)
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         self.name = self.state["run_name"] if self.state else make_run_folder(args)
-        self.dir, self.model_path = Path("runs", self.name), Path("runs", self.name, f"{args.exp_name}.pt")
+        self.dir = Path("runs", self.name)
+        self.model_path = self.dir / f"{args.exp_name}.pt"
+        self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
         # a resumed run films into a folder of its own, beside the videos of the run before it
-        resumed = f"/resumed-at-{self.state['global_step']}" if self.state else ""
+        resumed = f"/resumed-at-{self.start_step}" if self.state else ""
         self.video_folder = f"videos/{self.name}{resumed}" if args.capture_video else None
-        self.stop_requested, self.returns, self.checkpoint_step = False, [], None
+        self.eval_video = f"videos/{self.name}-eval" if args.capture_video else None
         # TRY NOT TO MODIFY: seeding
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    def start(self, env, rb, q_network, target_network, optimizer, rng):
-        """--resume: the checkpoint into the networks, the optimizer, the exploration and the replay memory.
-        Then logging and the Ctrl-C handler start. Returns the step to go on from."""
-        self.env, self.rb, self.trained = env, rb, (q_network, target_network, optimizer, rng)
-        self.exploration_steps, global_step = self.args.exploration_fraction * self.args.total_timesteps, 0
-        if self.state:
-            restore(self.state, self.trained, rb, self.args.resume)
-            global_step = self.checkpoint_step = self.state["global_step"]
-            self.exploration_steps = self.state["exploration_steps"]  # epsilon decays as the run began
-            print(f"resuming {self.name} at step {global_step:,}: the game starts a new episode")
         # purge_step: on resume, TensorBoard drops what the interrupted run logged after its checkpoint
-        self.writer = SummaryWriter(str(self.dir), purge_step=global_step if self.state else None)
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(self.args).items())
+        self.writer = SummaryWriter(str(self.dir), purge_step=self.start_step if self.state else None)
+        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        self.wandb = start_wandb(self.args, self.name, self.state and self.state["wandb_id"]) if self.args.track else None
-        self.start_time, self.start_step, self.last_line = time.time(), global_step, 0.0  # a first line at step 1000
+        self.wandb = start_wandb(args, self.name, self.state and self.state["wandb_id"]) if args.track else None
+        self.returns, self.stop_requested = [], False
+        self.start_time, self.last_line = time.time(), 0.0  # a first progress line at step 1000
         self.handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return global_step
 
     def request_stop(self, signum, frame):
-        """Ctrl-C or SIGTERM: the loop stops after its step, and the run ends as usual; a second Ctrl-C stops at once."""
+        """Ctrl-C or SIGTERM: the loop stops after its step and the run ends as usual; a second Ctrl-C stops at once."""
         self.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def log_episode(self, episode, global_step):
-        self.returns.append(float(episode["r"]))
-        self.writer.add_scalar("charts/episodic_return", float(episode["r"]), global_step)
-        self.writer.add_scalar("charts/episodic_length", int(episode["l"]), global_step)  # in frames, not agent steps
+    def restore(self, learner):
+        """--resume: the checkpoint into the networks, the optimizer, the exploration draws and the replay memory,
+        exactly as saved; returns its step. The episode in progress is cut: its last stored frame keeps its slot."""
+        q_network, target_network, optimizer, rng, rb = learner
+        try:
+            q_network.load_state_dict(self.state["q_network"])
+            target_network.load_state_dict(self.state["target_network"])
+            optimizer.load_state_dict(self.state["optimizer"])
+            for name, value in self.state["replay"].items():
+                if isinstance(value, torch.Tensor):
+                    getattr(rb, name)[: len(value)] = value.numpy()
+                elif name != "rng":
+                    setattr(rb, name, value)
+        except Exception as e:
+            raise UsageError(f"the checkpoint in '{self.dir}' does not fit this network or replay memory "
+                             f"({type(e).__name__}): start a new run instead") from None
+        rb.rng.bit_generator.state, rng.bit_generator.state = self.state["replay"]["rng"], self.state["rng"]
+        if rb.age > 0:
+            rb.end_episode()
+        print(f"resuming {self.name} at step {self.start_step:,}: the game starts a new episode")
+        return self.start_step
 
-    def log_progress(self, global_step, epsilon):
+    def log(self, global_step, epsilon, info):
+        if "episode" in info:  # a whole game ended, all its lives: its real score
+            self.returns.append(float(info["episode"]["r"]))
+            self.writer.add_scalar("charts/episodic_return", float(info["episode"]["r"]), global_step)
+            self.writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)  # in frames
         if global_step % 1000 != 0:
             return
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
         self.writer.add_scalar("charts/SPS", sps, global_step)
         self.writer.add_scalar("charts/epsilon", epsilon, global_step)
-        if time.time() - self.last_line > (5 if sys.stdout.isatty() else 30):  # a line in a log file every 30 s
+        if time.time() - self.last_line > (5 if sys.stdout.isatty() else 30):  # in a log file: every 30 s
             recent = np.mean(self.returns[-20:]) if self.returns else 0.0
             print(f"global_step={global_step:,} SPS={sps} return={recent:.1f} epsilon={epsilon:.3f}", flush=True)
             self.last_line = time.time()
 
-    def checkpoint(self, global_step):
-        """One file, written beside the last one and renamed over it: a kill at any moment leaves one whole checkpoint."""
-        q_network, target_network, optimizer, rng = self.trained
-        state = {"script": SCRIPT, "run_name": self.name, "args": asdict(self.args), "global_step": global_step}
-        state.update(q_network=q_network.state_dict(), target_network=target_network.state_dict())
-        state.update(optimizer=optimizer.state_dict(), rng=rng.bit_generator.state, replay=replay_state(self.rb))
-        state.update(exploration_steps=self.exploration_steps, wandb_id=self.wandb and self.wandb.id)
+    def checkpoint(self, global_step, learner):
+        """One file, written beside the last one and renamed over it: a kill at any moment leaves one whole
+        checkpoint. Nothing to do without --checkpoint-frequency, or when this step's is written."""
+        if not self.args.checkpoint_frequency or global_step == self.checkpoint_step:
+            return
+        q_network, target_network, optimizer, rng, rb = learner
+        # the replay memory: its arrays (the written part) and plain values; a field added to ReplayBuffer is kept too
+        replay = {k: torch.from_numpy(v[: rb.size + 1]) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
+        replay.update({k: v for k, v in vars(rb).items() if isinstance(v, (int, bool))}, rng=rb.rng.bit_generator.state)
+        state = {"script": SCRIPT, "run_name": self.name, "args": asdict(self.args), "global_step": global_step,
+                 "wandb_id": self.wandb and self.wandb.id, "q_network": q_network.state_dict(),
+                 "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": rng.bit_generator.state, "replay": replay}
         path = self.dir / "checkpoint.pt"
         try:
             torch.save(state, path.with_suffix(".tmp"))
             os.replace(path.with_suffix(".tmp"), path)
         except OSError as e:
             path.with_suffix(".tmp").unlink(missing_ok=True)
-            raise UsageError(f"cannot write the checkpoint {path} ({e.strerror}): free some disk, or lower --buffer-size")
+            raise UsageError(f"cannot write {path} ({e.strerror}): free some disk, or lower --buffer-size")
         self.checkpoint_step = global_step
 
-    def end(self, global_step, make_env):
-        """The last checkpoint, the model saved (always: it is what the run learned), evaluated and uploaded
-        as the flags ask, the logs closed; the last lines say how to go on."""
-        args, q_network = self.args, self.trained[0]
-        [signal.signal(sig, handler) for sig, handler in self.handlers.items()]
-        if args.checkpoint_frequency and self.checkpoint_step != global_step:
-            self.checkpoint(global_step)  # `--resume ... --total-timesteps N` can go further from it
-        save_model(self.model_path, q_network, args, self.env.action_space.n)
-        self.env.close()
-        eval_returns, video = [], f"videos/{self.name}-eval" if args.capture_video else None
-        if (args.save_model or args.upload_model) and args.eval_episodes > 0 and not self.stop_requested:
-            eval_returns = evaluate(q_network, args.env_id, args.eval_episodes, self.device, 0.05, video, args.seed, make_env)
-            report_evaluation(eval_returns, self.writer)
-        if args.upload_model and eval_returns:
-            push_to_hub(args, self.model_path, eval_returns, video)
+    def end(self, global_step, eval_returns):
+        """The logs closed; the last lines say what the run left and how to go on."""
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
         self.writer.close()
-        self.wandb and self.wandb.finish()
+        if self.wandb:
+            self.wandb.finish()
         if self.stop_requested:
-            print(f"\nstopped at step {global_step:,}" + (f"; continue it with: python {SCRIPT} --resume {self.dir}"
-                                                          if self.checkpoint_step else ""))
-        if global_step <= args.learning_starts:
-            print(f"learning had not started (it starts after step {args.learning_starts:,}): the network is untrained")
-        print(f"evaluate it with: python {SCRIPT} --eval-only {self.model_path}; watch it with: python watch.py {self.model_path}")
+            resume = f"; continue it with: python {SCRIPT} --resume {self.dir}" if self.checkpoint_step else ""
+            print(f"\nstopped at step {global_step:,}{resume}")
+        if global_step <= self.args.learning_starts:
+            print(f"learning had not started (after step {self.args.learning_starts:,}): the network is untrained")
+        print(f"evaluate it with: python {SCRIPT} --eval-only {self.model_path}; "
+              f"watch it with: python watch.py {self.model_path}")
         checkpoint = f", the checkpoint of step {self.checkpoint_step:,} (for --resume)" if self.checkpoint_step else ""
         print(f"run folder {self.dir}: TensorBoard events{checkpoint}, the model {self.model_path.name}")
         return {"run_name": self.name, "model_path": str(self.model_path), "eval_returns": eval_returns}
@@ -542,7 +573,7 @@ class Run:
 
 def make_run_folder(args: Args):
     """runs/{env}__{exp_name}__{seed}__{time}, made here: two runs started in the same second get two folders."""
-    base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"  # ALE/Pong-v5: one level
+    base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     for name in [base] + [f"{base}-{n}" for n in range(2, 100)]:
         try:
             Path("runs", name).mkdir(parents=True)
@@ -550,7 +581,7 @@ def make_run_folder(args: Args):
         except FileExistsError:
             continue
         except OSError as e:
-            raise UsageError(f"cannot write the run folder runs/{name} ({e.strerror}): start from a folder you can write to")
+            raise UsageError(f"cannot write the run folder runs/{name} ({e.strerror}): work in a folder of yours")
 
 
 def start_wandb(args, run_name, run_id):
@@ -560,16 +591,10 @@ def start_wandb(args, run_name, run_id):
     mode = os.environ.get("WANDB_MODE")
     if mode is None and not wandb.login(prompt=False, verify=False):  # never ask for a key on the terminal
         mode = "offline"
-        print("wandb: not logged in, logging offline; upload later with `wandb login && wandb sync wandb/offline-run-*`")
-    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                      name=run_name, save_code=True, mode=mode, id=run_id, resume="allow" if run_id else None)
-
-
-def replay_state(rb):
-    """The replay memory's arrays (their written part) and plain values: a field added to ReplayBuffer is saved too."""
-    state = {key: torch.from_numpy(value[: rb.filled]) for key, value in vars(rb).items() if isinstance(value, np.ndarray)}
-    state.update({key: value for key, value in vars(rb).items() if isinstance(value, (int, bool))})
-    return dict(state, rng=rb.rng.bit_generator.state)
+        print("wandb: not logged in, logging offline (upload later: wandb login && wandb sync wandb/offline-run-*)")
+    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                      config=vars(args), name=run_name, save_code=True, mode=mode, id=run_id,
+                      resume="allow" if run_id else None)
 
 
 def load_checkpoint(args: Args):
@@ -580,7 +605,7 @@ def load_checkpoint(args: Args):
                          f"resume it with python dqn_atari_fast.py --resume {folder}")
     try:  # mmap: the frames go into the replay memory from the file, never twice in memory
         state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
-        saved = state["args"]
+        saved, total = state["args"], state["args"]["total_timesteps"]
         assert state["script"] == SCRIPT, f"'{folder}' was trained by {state['script']}: resume it with that script"
         unknown = [f"--{name.replace('_', '-')}" for name in saved if name not in names]
         assert not unknown, f"'{folder}' was trained with {unknown[0]}, which {SCRIPT} does not have"
@@ -596,33 +621,13 @@ def load_checkpoint(args: Args):
         elif given == getattr(Args, name) or given == saved[name]:
             continue
         elif name not in RESUME_OVERRIDES:
-            raise UsageError(f"'{folder}' was trained with {flag} {saved[name]}: a resumed run keeps what it learns "
-                             f"with (drop {flag} {given})")
+            raise UsageError(f"'{folder}' was trained with {flag} {saved[name]}: a resumed run keeps what it "
+                             f"learns with (drop {flag} {given})")
         saved[name] = given
     if saved["total_timesteps"] < state["global_step"]:
         raise UsageError(f"'{folder}' is at step {state['global_step']:,}: pass a larger --total-timesteps to go on")
+    saved["exploration_fraction"] *= total / saved["total_timesteps"]  # a longer run: epsilon decays as it began to
     return state
-
-
-def restore(state, trained, rb, folder):
-    """The checkpoint into the networks, the optimizer, the exploration and the replay memory: exactly as saved.
-    The episode in progress is cut: its last stored frame keeps its slot, and the game starts a new episode."""
-    q_network, target_network, optimizer, rng = trained
-    try:
-        q_network.load_state_dict(state["q_network"])
-        target_network.load_state_dict(state["target_network"])
-        optimizer.load_state_dict(state["optimizer"])
-        for name, value in state["replay"].items():
-            if isinstance(value, torch.Tensor):
-                getattr(rb, name)[: len(value)] = value.numpy()
-            elif name != "rng":
-                setattr(rb, name, value)
-    except Exception as e:
-        raise UsageError(f"the checkpoint in '{folder}' does not fit this network or replay memory "
-                         f"({type(e).__name__}): start a new run instead") from None
-    rb.rng.bit_generator.state, rng.bit_generator.state = state["replay"]["rng"], state["rng"]
-    if not rb.new_episode:
-        rb.end_episode()
 
 
 def save_model(path, q_network, args, n_actions):
@@ -638,10 +643,8 @@ def load_model(path, device):
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
         q_network = QNetwork(saved.get("n_actions") or gym.make(saved["args"]["env_id"]).action_space.n).to(device)
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"no saved model at '{path}': pass the .pt file of a run folder") from None
     except Exception as e:
-        raise UsageError(f"'{path}' is no model saved by an Atari script here ({type(e).__name__}): pass the .pt "
+        raise UsageError(f"no model saved by an Atari script here at '{path}' ({type(e).__name__}): pass the .pt "
                          "file of a run folder") from None
     try:
         q_network.load_state_dict(saved["model"])
@@ -651,29 +654,14 @@ def load_model(path, device):
     return q_network, saved["args"]
 
 
-def report_evaluation(returns, writer=None):
-    mean, std = float(np.mean(returns)), float(np.std(returns))
-    print(f"evaluation over {len(returns)} game{'s' * (len(returns) != 1)}: {mean:.1f} +/- {std:.1f} (leaderboard score mean - std: {mean - std:.1f})")
-    for idx, episodic_return in enumerate(returns if writer else []):
-        writer.add_scalar("eval/episodic_return", episodic_return, idx)
-
-
-def resolve_model_path(path_or_repo):
-    """A model file, a run folder (its model), or a Hub repo id (user/name) whose .pt file is downloaded."""
-    if os.path.isdir(path_or_repo):  # runs/{run_name}
-        models = [m for m in Path(path_or_repo).glob("*.pt") if m.name != "checkpoint.pt"]
-        return str(max(models, key=os.path.getmtime)) if models else path_or_repo
-    if os.path.exists(path_or_repo) or path_or_repo.endswith(".pt") or path_or_repo.count("/") != 1:
-        return path_or_repo  # load_model says it if the file is missing
-    try:
-        from huggingface_hub import HfApi, hf_hub_download
-
-        # one request lists the repo's files, with no retries: without a network this fails in a second
-        files = [f.rfilename for f in HfApi().model_info(path_or_repo, timeout=10).siblings]
-        return hf_hub_download(path_or_repo, next(f for f in files if f.endswith(".pt")))
-    except Exception as e:
-        raise UsageError(f"no saved model at '{path_or_repo}', and none could be downloaded from the Hub repo "
-                         f"of that name ({type(e).__name__})") from None
+def resolve_model_path(path):
+    """A model file, or a run folder (its model). A Hub repo id is downloaded first: `hf download` or watch.py."""
+    if os.path.isdir(path):  # runs/{run_name}
+        models = [m for m in Path(path).glob("*.pt") if m.name != "checkpoint.pt"]
+        return str(max(models, key=os.path.getmtime)) if models else path
+    if not os.path.exists(path) and path.count("/") == 1 and not path.endswith(".pt"):
+        raise UsageError(f"no model at '{path}' (from the Hub: hf download {path} --local-dir {path})")
+    return path
 
 
 def eval_only(args: Args):
@@ -681,61 +669,24 @@ def eval_only(args: Args):
     model_path = resolve_model_path(args.eval_only)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     q_network, saved = load_model(model_path, device)
-    if args.env_id not in (Args.env_id, saved["env_id"]):
-        raise UsageError(f"'{args.eval_only}' was trained on {saved['env_id']}: it cannot play {args.env_id} (drop --env-id)")
-    check_args(Args(env_id=saved["env_id"], capture_video=args.capture_video, buffer_size=Args.batch_size))  # game, video
-    seed = args.seed if args.seed != Args.seed else saved.get("seed", args.seed)
-    print(f"evaluating {model_path} on {saved['env_id']}, seed {seed}")
-    video = f"videos/{saved['env_id'].replace('/', '-')}__{args.exp_name}-eval__{seed}__{int(time.time())}"
-    returns = evaluate(q_network, saved["env_id"], args.eval_episodes, device, 0.05, args.capture_video and video, seed)
-    report_evaluation(returns)
-    print(f"the video is in {video}/" if args.capture_video else "", end="\n" if args.capture_video else "")
-    return returns
-
-
-def push_to_hub(args: Args, model_path, eval_returns, video_folder):
-    """runs/{run_name}/hub/ (the model, this script, a video and a model card with what the course's leaderboard
-    reads), uploaded; without a login or a network the folder stays, with the command that uploads it."""
-    from huggingface_hub import HfApi, get_token, metadata_eval_result, metadata_save
-
-    folder, repo_id = model_path.parent / "hub", f"{args.env_id.replace('/', '-')}-{args.exp_name}-seed{args.seed}"
-    repo_id = f"{args.hf_entity}/{repo_id}" if args.hf_entity else repo_id
-    folder.mkdir(exist_ok=True)
-    for source, name in [(model_path, model_path.name), (Path(__file__), SCRIPT)]:
-        shutil.copy(source, folder / name)
-    for video in sorted(Path(video_folder or "-").glob("*.mp4"))[-1:]:
-        shutil.copy(video, folder / "replay.mp4")
-    score = f"{np.mean(eval_returns):.2f} +/- {np.std(eval_returns):.2f}"
-    skip = ("eval_only", "resume", "upload_model", "hf_entity", "track", "capture_video")  # not how it learns
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if v != getattr(Args, k) and k not in skip)
-    (folder / "README.md").write_text(
-        f"# {args.exp_name} playing {args.env_id}\n\nA Deep Q-Learning agent trained with `{SCRIPT}`. Evaluation: "
-        f"{len(eval_returns)} full games at epsilon 0.05, {score}.\n\nWatch it play, from the project that holds `{SCRIPT}`:"
-        f"\n\n```sh\npython {SCRIPT} --eval-only {repo_id} --capture-video\n```\n\nTrain it again:\n\n"
-        f"```sh\npython {SCRIPT} {flags}\n```\n")
-    result = metadata_eval_result(model_pretty_name=args.exp_name, task_pretty_name="reinforcement-learning",
-                                  task_id="reinforcement-learning", metrics_pretty_name="mean_reward",
-                                  metrics_id="mean_reward", metrics_value=score, dataset_pretty_name=args.env_id,
-                                  dataset_id=args.env_id)
-    tags = [args.env_id, "deep-reinforcement-learning", "reinforcement-learning", "custom-implementation"]
-    metadata_save(folder / "README.md", {"tags": tags, "library_name": "pytorch", **result})  # the card's YAML header
-    try:
-        assert get_token() is not None, "not logged in"
-        HfApi().create_repo(repo_id, exist_ok=True)
-        print(f"uploaded to {HfApi().upload_folder(repo_id=repo_id, folder_path=str(folder))}")
-    except Exception as e:
-        print(f"not uploaded to the Hugging Face Hub ({e or type(e).__name__}): the files are in {folder}; "
-              f"upload them with: hf auth login && hf upload {repo_id} {folder} .")
+    env_id, seed = saved["env_id"], args.seed if args.seed != Args.seed else saved.get("seed", args.seed)
+    if args.env_id not in (Args.env_id, env_id):
+        raise UsageError(f"'{args.eval_only}' was trained on {env_id}: it cannot play {args.env_id} (drop --env-id)")
+    check_args(Args(env_id=env_id, capture_video=args.capture_video, buffer_size=Args.batch_size))  # game, video
+    video = f"videos/{env_id.replace('/', '-')}__{args.exp_name}-eval__{seed}__{int(time.time())}"
+    print(f"evaluating {model_path} on {env_id}, seed {seed}" + (f"; video: {video}/" if args.capture_video else ""))
+    return evaluate(q_network, env_id, args.eval_episodes, device, 0.05, args.capture_video and video, seed)
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+        args, unknown = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, return_unknown_args=True)
         if unknown:  # one line (tyro's own message is a box), with the closest flag
-            word, names = unknown[0].split("=")[0], [f"--{p}{f.name.replace('_', '-')}" for f in fields(Args) for p in ("", "no-")]
+            word = unknown[0].split("=")[0]
+            names = [f"--{prefix}{field.name.replace('_', '-')}" for field in fields(Args) for prefix in ("", "no-")]
             close = difflib.get_close_matches(word, names, n=1, cutoff=0.8)
-            raise UsageError(f"unknown option {word}: " + (f"did you mean {close[0]}?" if close else f"see python {SCRIPT} --help"))
+            hint = f"did you mean {close[0]}?" if close else f"see python {SCRIPT} --help"
+            raise UsageError(f"unknown option {word}: {hint}")
         eval_only(args) if args.eval_only else train(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -323,7 +323,7 @@ def load(args: Args):
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     script = import_script(args.script)  # the file the user names, never one that the model names
     try:
-        q_network, saved_args = script.load_model(script.resolve_model_path(args.model), device)
+        q_network, saved_args = script.load_model(script.resolve_model_path(download_from_hub(args.model)), device)
         env_id = saved_args["env_id"]
         script.check_args(script.Args(env_id=env_id, buffer_size=script.Args.batch_size))  # the game only
     except script.UsageError as e:
@@ -331,6 +331,21 @@ def load(args: Args):
     # training=False: the environment of the scripts' evaluation (all lives, real rewards), whatever it holds
     env = script.make_env(env_id, args.seed, None, training=False)
     return q_network.eval(), saved_args, env, device
+
+
+def download_from_hub(model):
+    """A Hub repo id (user/name): the repo's .pt file, downloaded (the scripts' --eval-only takes local files only).
+    A file or a run folder stays as it is."""
+    if Path(model).exists() or model.endswith(".pt") or model.count("/") != 1:
+        return model
+    try:  # one request lists the repo's files, with no retries: without a network this fails in a second
+        from huggingface_hub import HfApi, hf_hub_download
+
+        files = [f.rfilename for f in HfApi().model_info(model, timeout=10).siblings]
+        return hf_hub_download(model, next(f for f in files if f.endswith(".pt")))
+    except Exception as e:
+        raise UsageError(f"no saved model at '{model}', and none could be downloaded from the Hub repo of that name "
+                         f"({type(e).__name__})") from None
 
 
 def import_script(path):

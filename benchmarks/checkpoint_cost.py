@@ -1,10 +1,10 @@
-"""What one checkpoint costs with a full replay memory (issue 18.5): the time the training loop waits,
-the time the write takes, and the bytes written, for the first checkpoint of a run and for the next one,
+"""What one checkpoint costs with a full replay memory: the time the training loop waits, the time the
+write takes, and the bytes written, for the first checkpoint of a run and for the next one,
 `--steps-between` steps later. The memory is filled synthetically (no training), the frames hold a
-pattern (np.save does not compress: the content does not change the cost).
+pattern (neither format compresses: the content does not change the cost).
 
-    python benchmarks/checkpoint_cost.py dqn_atari.py --folder /tmp/ckpt          # this version
-    python benchmarks/checkpoint_cost.py /tmp/old/dqn_atari.py --folder /tmp/ckpt # an older one
+    python benchmarks/checkpoint_cost.py dqn_atari.py --folder /tmp/ckpt       # the teaching pair: one file
+    python benchmarks/checkpoint_cost.py dqn_atari_fast.py --folder /tmp/ckpt  # chunks, in the background
 
 1M frames take 7.1 GB of memory, and up to twice that on disk during a write. "sync" is the time
 os.sync() takes after the checkpoint: what the page cache still had to write to the disk.
@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -28,7 +29,14 @@ def written_bytes():
 
 def checkpoint(module, run_dir, state, rb):
     written, start = written_bytes(), time.time()
-    module.save_checkpoint(run_dir, state, rb)
+    if hasattr(module, "Run"):  # the pair: Run.checkpoint writes runs/<run>/checkpoint.pt, the loop waiting for it
+        run = SimpleNamespace(args=module.Args(checkpoint_frequency=1), checkpoint_step=None, name="benchmark",
+                              dir=run_dir, wandb=None)
+        q_network = module.QNetwork(6)
+        optimizer = torch.optim.Adam(q_network.parameters())
+        module.Run.checkpoint(run, state["global_step"], (q_network, q_network, optimizer, np.random.default_rng(0), rb))
+    else:
+        module.save_checkpoint(run_dir, state, rb)
     blocked = time.time() - start
     if hasattr(rb, "wait_for_checkpoint"):
         rb.wait_for_checkpoint()
@@ -49,9 +57,23 @@ if __name__ == "__main__":
     spec = importlib.util.spec_from_file_location("script", args.script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    start = time.time()
+    if hasattr(module, "Run"):  # the pair: one game, numpy arrays
+        rb = module.ReplayBuffer(args.buffer_size, torch.device("cpu"), seed=0)
+        for first in range(0, args.buffer_size, 50_000):
+            rb.frames[first : first + 50_000] = (np.arange(first, first + 50_000) % 251).astype(np.uint8)[:, None, None]
+        rb.valid[:], rb.size, rb.pos = True, args.buffer_size, int(0.6 * args.buffer_size)
+        print(f"{args.script}: {args.buffer_size:,} frames filled in {time.time() - start:.0f} s", flush=True)
+        run_dir = Path(args.folder)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        for step in (1_000_000, 1_000_000 + args.steps_between):  # one file, the whole memory each time
+            checkpoint(module, run_dir, {"global_step": step}, rb)
+        print(f"on disk: {sum(f.stat().st_size for f in run_dir.rglob('*') if f.is_file()) / 1e9:.2f} GB", flush=True)
+        shutil.rmtree(run_dir)
+        raise SystemExit
     buffer = getattr(module, "CheckpointedReplayBuffer", module.ReplayBuffer)
     rb = buffer(args.buffer_size, 1, (84, 84), torch.device("cpu"), seed=0)
-    start = time.time()
     for first in range(0, rb.capacity, 50_000):  # a full memory: every slot written, the ring at 60%
         rb.frames[0, first : first + 50_000] = torch.arange(first, first + 50_000).remainder(251).to(torch.uint8)[:, None, None]
     rb.valid[:] = True

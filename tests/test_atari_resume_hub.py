@@ -14,6 +14,7 @@ import yaml  # a dependency of huggingface-hub
 import ddqn_atari
 import dqn_atari
 import dqn_atari_fast
+import push_to_hub
 import watch
 from games import scalars
 
@@ -48,17 +49,18 @@ def test_resume_restores_the_checkpoint_exactly_and_goes_on(first_leg, tmp_path,
     saved = torch.load(tmp_path / resume / "checkpoint.pt", weights_only=True)
     restored = {}
 
-    def restore(state, trained, rb, folder):
-        dqn_atari_restore(state, trained, rb, folder)
-        q_network, target_network, optimizer, rng = trained
+    def restore(run, learner):
+        step = dqn_atari_restore(run, learner)
+        q_network, target_network, optimizer, rng, rb = learner
         restored.update(q=clone(q_network), target=clone(target_network), rb={k: v.copy() for k, v in vars(rb).items()
                         if isinstance(v, np.ndarray)}, pos=rb.pos, rng=rng.bit_generator.state)  # fmt: skip
+        return step
 
     def clone(network):  # the weights now: the run trains on after this
         return {key: value.clone() for key, value in network.state_dict().items()}
 
-    dqn_atari_restore = dqn_atari.restore
-    monkeypatch.setattr(dqn_atari, "restore", restore)
+    dqn_atari_restore = dqn_atari.Run.restore
+    monkeypatch.setattr(dqn_atari.Run, "restore", restore)
     result = dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=900))
     assert "resuming" in capsys.readouterr().out
     for key, value in saved["q_network"].items():
@@ -67,7 +69,7 @@ def test_resume_restores_the_checkpoint_exactly_and_goes_on(first_leg, tmp_path,
         if isinstance(value, torch.Tensor):
             assert np.array_equal(restored["rb"][name][: len(value)], value.numpy()), name
     assert restored["rng"] == saved["rng"]
-    assert restored["pos"] == (saved["replay"]["pos"] + (not saved["replay"]["new_episode"])) % 500, "the episode is cut"
+    assert restored["pos"] == (saved["replay"]["pos"] + (saved["replay"]["age"] > 0)) % 500, "the episode is cut"
     logged = scalars(tmp_path / resume)
     steps = [step for step, _ in logged["losses/td_loss"]]  # every 100 steps: none twice, on to the end
     assert steps == sorted(set(steps)) and steps[-1] == 900, steps
@@ -215,27 +217,43 @@ def front_matter(readme):
 
 
 @pytest.mark.parametrize("module", [dqn_atari, ddqn_atari], ids=["dqn_atari", "ddqn_atari"])
-def test_upload_model_builds_the_hub_folder(module, tmp_path, monkeypatch, capsys):
-    """Not logged in: the folder stays, with the command that uploads it. The card carries the score the
-    leaderboard reads and a command that trains it again with every flag that differs from its default."""
+def test_push_to_hub_builds_the_hub_folder(module, tmp_path, monkeypatch, capsys):
+    """push_to_hub.py on a run folder, not logged in: the folder stays, with the command that uploads it. It holds
+    the model, the script that trained it and the evaluation's video; the card carries the score the leaderboard
+    reads and a command that trains it again with every flag that differs from its default."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    result = module.train(module.Args(upload_model=True, hf_entity="tester", eval_episodes=1, gamma=0.98, **TINY_RUN))
-    name, folder = module.__name__, tmp_path / "runs" / result["run_name"] / "hub"
-    repo_id = f"tester/SpaceInvadersNoFrameskip-v4-{name}-seed1"
-    assert (folder / f"{name}.pt").read_bytes() == (tmp_path / result["model_path"]).read_bytes()
+    result = module.train(module.Args(gamma=0.98, **TINY_RUN))
+    push_to_hub.main([f"runs/{result['run_name']}", "--hf-entity", "tester", "--eval-episodes", "1"])
+    out = capsys.readouterr().out
+    name, folder = module.__name__, Path("runs", result["run_name"], "hub")
+    assert (folder / f"{name}.pt").read_bytes() == Path(result["model_path"]).read_bytes()
     assert (folder / f"{name}.py").read_bytes() == (ROOT / f"{name}.py").read_bytes()
+    assert (folder / "replay.mp4").stat().st_size > 1000
     card = (folder / "README.md").read_text()
     metric = front_matter(card)["model-index"][0]["results"][0]["metrics"][0]
-    assert metric["value"] == f"{np.mean(result['eval_returns']):.2f} +/- {np.std(result['eval_returns']):.2f}"
+    (score,) = re.findall(r"^evaluation over 1 game: (-?[\d.]+) \+/- 0.0", out, re.M)
+    assert metric["value"] == f"{float(score):.2f} +/- 0.00"
     (command,) = re.findall(rf"^python {name}.py (--(?!eval-only).*)$", card, re.M)
     for flag in ("--gamma 0.98", "--total-timesteps 64", "--learning-starts 16", "--buffer-size 64", "--batch-size 4"):
         assert flag in command, (flag, command)
-    assert f"hf upload {repo_id} {folder.relative_to(tmp_path)} ." in capsys.readouterr().out
+    assert "--exp-name" not in command, command
+    repo_id = f"tester/SpaceInvadersNoFrameskip-v4-{name}-seed1"
+    assert f"hf upload {repo_id} {folder} ." in out
 
 
-def test_eval_only_downloads_the_model_from_a_hub_repo(tmp_path, monkeypatch, capsys):
-    """A Hub repo id: its .pt file is downloaded and played on the games of its run's evaluation."""
+def test_push_to_hub_refuses_what_is_not_a_local_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        push_to_hub.main(["someone/SpaceInvaders-dqn"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err == ["error: no model at 'someone/SpaceInvaders-dqn': pass the .pt file "
+                                                 "or the run folder of a run of yours"], err
+
+
+def test_watch_downloads_a_model_from_a_hub_repo_and_eval_only_says_how(tmp_path, monkeypatch, capsys):
+    """watch.py takes a Hub repo id: its .pt file is downloaded and played. The pair's --eval-only takes local
+    files only, and names the command that downloads a repo, in one line."""
     from helpers import serve_as_hub_repo
 
     repo = tmp_path / "repo"
@@ -243,7 +261,8 @@ def test_eval_only_downloads_the_model_from_a_hub_repo(tmp_path, monkeypatch, ca
     dqn_atari.save_model(repo / "dqn_atari.pt", dqn_atari.QNetwork(6), dqn_atari.Args(seed=2), 6)
     calls = serve_as_hub_repo(monkeypatch, repo)
     monkeypatch.chdir(tmp_path)
-    returns = dqn_atari.eval_only(dqn_atari.Args(eval_only="tester/SpaceInvaders-dqn", eval_episodes=1, cuda=False))
+    assert watch.main(["tester/SpaceInvaders-dqn", "--games", "1", "--max-steps", "30", "--no-cuda"]) is None
     assert calls == [("list", "tester/SpaceInvaders-dqn"), ("download", "tester/SpaceInvaders-dqn", "dqn_atari.pt")]
-    q_network, _ = dqn_atari.load_model(str(repo / "dqn_atari.pt"), torch.device("cpu"))
-    assert returns == dqn_atari.evaluate(q_network, "SpaceInvadersNoFrameskip-v4", 1, torch.device("cpu"), seed=2)
+    assert "game 1:" in capsys.readouterr().out
+    with pytest.raises(dqn_atari.UsageError, match="hf download tester/SpaceInvaders-dqn --local-dir"):
+        dqn_atari.eval_only(dqn_atari.Args(eval_only="tester/SpaceInvaders-dqn", eval_episodes=1, cuda=False))

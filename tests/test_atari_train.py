@@ -201,7 +201,7 @@ def test_eval_only_takes_a_run_folder(space_invaders_runs, tmp_path, monkeypatch
     assert returns == result["eval_returns"]
     for model in run_dir.glob("*.pt"):
         model.unlink()
-    with pytest.raises(dqn_atari.UsageError, match="no saved model at"):
+    with pytest.raises(dqn_atari.UsageError, match="no model saved by an Atari script here at"):
         dqn_atari.eval_only(dqn_atari.Args(eval_only=f"runs/{result['run_name']}", cuda=False))
 
 

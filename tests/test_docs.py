@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SCRIPTS = ["dqn_frozenlake_tabular.py", "dqn_atari.py", "ddqn_atari.py", "tune.py", "watch.py"]
+SCRIPTS = ["dqn_frozenlake_tabular.py", "dqn_atari.py", "ddqn_atari.py", "dqn_atari_fast.py", "tune.py", "watch.py", "push_to_hub.py"]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
 SCRIPT_NAME = re.compile(r"(?<![\w/.-])(" + "|".join(re.escape(s) for s in SCRIPTS) + r")(?![\w-])")

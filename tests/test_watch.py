@@ -188,7 +188,7 @@ def tabular_models(folder):
 def test_errors_are_one_line_and_exit_code_2(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cases = [([path], "dqn_frozenlake_tabular.py") for path in tabular_models(tmp_path)]
-    cases += [(["runs/missing.pt"], "no saved model at 'runs/missing.pt'"), ([str(tiny_model), "--epsilon", "2"], "--epsilon 2")]
+    cases += [(["runs/missing.pt"], "no model saved by an Atari script here at 'runs/missing.pt'"), ([str(tiny_model), "--epsilon", "2"], "--epsilon 2")]
     for argv, message in cases:
         code, out, err = run_main(argv + ["--no-cuda"], capsys)
         assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, (argv, err)
