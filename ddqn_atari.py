@@ -53,7 +53,7 @@ class Args:
     capture_video: bool = False
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
-    """whether to evaluate the model at the end (every run saves it into `runs/{run_name}`)"""
+    """CleanRL's name: whether to evaluate the model at the end (every run saves it into `runs/{run_name}`)"""
     eval_episodes: int = 10
     """the number of full games played by the final evaluation (at epsilon 0.05, as in the Nature paper)"""
     eval_only: Optional[str] = None
@@ -74,8 +74,6 @@ class Args:
     """the replay memory buffer size (1M frames: about 7.1 GB)"""
     gamma: float = 0.99
     """the discount factor gamma"""
-    tau: float = 1.0
-    """the target network update rate (1.0: a full copy)"""
     target_network_frequency: int = 1000
     """the environment steps it takes to update the target network"""
     batch_size: int = 32
@@ -97,13 +95,13 @@ def make_env(env_id, seed, video_folder=None, training=True):
     """The course's preprocessing: 84x84 grayscale frames, a stack of 4. The Nature paper adds what the classes
     below do, not in the course and skippable on a first read: a lost life ends a training episode, FIRE starts
     the games that wait for it, and training rewards are clipped to -1, 0 or +1."""
-    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # AtariPreprocessing skips
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # each Atari frame
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # 84x84 grayscale; each action repeated for 4 frames, the screen the max of the last two (the Atari draws some
-    # sprites only every other frame); 1 to 30 no-ops at a reset, so that games do not all begin alike
+    # 84x84 grayscale; each action repeated for 4 frames (one agent step, the step that --total-timesteps counts,
+    # is 4 frames), the screen the max of the last two; 1 to 30 no-ops at a reset: games do not all begin alike
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -147,19 +145,21 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 
 class FireResetEnv(gym.Wrapper):
-    """Press FIRE to start: games like Breakout wait for it after a reset and after a lost life, and an agent yet
-    to learn it would stand still. In training a lost life ends the episode (EpisodicLifeEnv), so FIRE comes with
-    the next reset(); in evaluation the game plays on through a lost life, so step() presses FIRE there."""
+    """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still.
+    After a lost life, in training: EpisodicLifeEnv.step() ends the episode, train() calls reset(), EpisodicLifeEnv
+    plays on with a no-op, and reset() here presses FIRE. In evaluation (full games): step() here presses FIRE."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
         obs, _, terminated, truncated, info = self.press_fire()
-        return self.env.reset(**kwargs) if terminated or truncated else (obs, info)
+        if terminated or truncated:  # the game ended during the presses: a new one
+            obs, info = self.env.reset(**kwargs)
+        return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         lost_a_life = 0 < self.unwrapped.ale.lives() < self.lives  # (0 lives: see EpisodicLifeEnv)
-        if lost_a_life and not (terminated or truncated):  # evaluation (no EpisodicLifeEnv): the game waits
+        if lost_a_life and not (terminated or truncated):  # only in evaluation: training's episode ended
             obs, more, terminated, truncated, info = self.press_fire()
             reward += more
         self.lives = self.unwrapped.ale.lives()
@@ -245,8 +245,8 @@ class ReplayBuffer:
         self.valid[i] = True
         # next_obs's newest frame goes into the next slot (the next add() writes it there again: the same frame)
         self.frames[after], self.ages[after] = next_obs[-1], self.age + 1
-        # slot i+1 starts no transition until the next add(); slots i+2..i+4 (the oldest, once the ring is full)
-        # reach back 3 slots for their stacks, to frames just overwritten: none of the 4 is a transition now
+        # no transition starts at slot i+1 until the next add() stores one; the stacks of slots i+2, i+3, i+4 (the
+        # oldest slots, once the ring is full) reach 3 slots back, into slots i and i+1, just overwritten
         self.valid[(i + np.arange(1, 5)) % len(self.frames)] = False
         self.pos, self.size = after, min(self.size + 1, len(self.frames))
         self.age += 1
@@ -254,7 +254,7 @@ class ReplayBuffer:
             self.end_episode()
 
     def end_episode(self):
-        """The episode's last frame (next_obs's, in slot i+1) keeps its slot: the next episode starts one further."""
+        """next_obs's frame, in slot pos, is the episode's last: no later obs holds it, so the next add() skips it."""
         self.pos, self.size = (self.pos + 1) % len(self.frames), min(self.size + 1, len(self.frames))
         self.age = 0
 
@@ -275,7 +275,7 @@ class ReplayBuffer:
     def stacks(self, slots):
         """The stacks of 4 frames whose newest frame is in `slots`: 3, 2, 1 and 0 slots back, but not past the
         episode's first frame (age 0)."""
-        back = np.minimum([3, 2, 1, 0], self.ages[slots, None])  # (batch, 4): how far back each frame of a stack is
+        back = np.minimum([3, 2, 1, 0], self.ages[slots, None])  # slots back: 3, 2, 1, 0; at age 1: 1, 1, 1, 0
         return torch.as_tensor(self.frames[(slots[:, None] - back) % len(self.frames)], device=self.device)
 
 
@@ -284,7 +284,7 @@ def epsilon_greedy(q_network, obs, epsilon, n_actions, rng, device):
     if rng.random() < epsilon:
         return int(rng.integers(n_actions))
     with torch.no_grad():
-        return int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))
+        return int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))  # [None]: a batch of one
 
 
 def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
@@ -310,7 +310,7 @@ def gradient_step(q_network, target_network, optimizer, batch, gamma):
     """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean
     Q(s, a) of the minibatch."""
     td_target = compute_td_target(q_network, target_network, batch, gamma)
-    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a) of the actions taken
+    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a): each row's action column
     loss = F.mse_loss(q_sa, td_target)
     optimizer.zero_grad()
     loss.backward()
@@ -321,8 +321,8 @@ def gradient_step(q_network, target_network, optimizer, batch, gamma):
 # TRAINING LOOP: Deep Q-Learning with experience replay and a fixed Q-target, as in Unit 3's pseudocode
 def train(args: Args, make_env=make_env):
     """Train a Deep Q-Network; returns the run name, the model path and, after --save-model, the evaluation scores."""
-    run = Run(args)  # TRY NOT TO MODIFY: the run's folder, seeding, logging, Ctrl-C (--resume: the run's saved args)
-    args, device = run.args, run.device
+    run = Run(args)  # TRY NOT TO MODIFY: folder, seeding, run.writer (TensorBoard), run.stop_requested (Ctrl-C)
+    args, device = run.args, run.device  # (with --resume, the run's saved args)
 
     env = make_env(args.env_id, args.seed, run.video_folder)
     rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D
@@ -339,12 +339,13 @@ def train(args: Args, make_env=make_env):
         global_step = run.restore(learner)
 
     obs, _ = env.reset(seed=args.seed + global_step)  # the first game (a resumed run: another seed, another game)
-    while global_step < args.total_timesteps and not run.stop_requested:
+    while global_step < args.total_timesteps and not run.stop_requested:  # over steps; a new episode: see 6. below
         # 1. ALGO LOGIC: an epsilon-greedy action, epsilon decaying from start-e to end-e
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         action = epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device)
 
-        # 2. play it: the reward and the next stack of frames
+        # 2. play it: the reward, the next stack of frames, and whether the episode ended: terminated (a terminal
+        #    state, whose value is 0), or truncated (a time limit cut it: not terminal, its value still counts)
         next_obs, reward, terminated, truncated, info = env.step(action)
         global_step += 1
 
@@ -363,13 +364,12 @@ def train(args: Args, make_env=make_env):
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
 
             # 5. every C = `target_network_frequency` steps: reset the target network to the Q-network (the fixed
-            #    Q-target moves). --tau 1.0 (the default) copies each weight; a smaller tau would move it part way
+            #    Q-target moves)
             if global_step % args.target_network_frequency == 0:
-                for target_param, q_param in zip(target_network.parameters(), q_network.parameters()):
-                    target_param.data.copy_(args.tau * q_param.data + (1.0 - args.tau) * target_param.data)
+                target_network.load_state_dict(q_network.state_dict())
 
-        # 6. at an episode's end, a new one. In training a lost life ends an episode (EpisodicLifeEnv), and
-        #    the game goes on; the game itself ends with its last life, and its score is logged then
+        # 6. at an episode's end, a new one. In training a lost life ends an episode, and reset() plays on in the
+        #    same game (EpisodicLifeEnv); the game ends with its last life, and its score is logged then
         if terminated or truncated:
             obs, _ = env.reset()
 
@@ -438,7 +438,7 @@ def check_args(args: Args):
         "--learning-starts must be at least --batch-size": args.learning_starts < args.batch_size,
         f"--learning-starts {args.learning_starts:,} must be below --total-timesteps {args.total_timesteps:,}":
             args.learning_starts >= args.total_timesteps,
-        "--gamma must be in [0, 1] and --tau in (0, 1]": not (0 <= args.gamma <= 1 and 0 < args.tau <= 1),
+        "--gamma must be in [0, 1]": not 0 <= args.gamma <= 1,
         "epsilon needs 0 <= --end-e <= --start-e <= 1 and --exploration-fraction in [0, 1]":
             not (0 <= args.end_e <= args.start_e <= 1 and 0 <= args.exploration_fraction <= 1),
         "--eval-episodes and --checkpoint-frequency cannot be negative":

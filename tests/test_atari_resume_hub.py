@@ -126,15 +126,15 @@ def test_a_checkpoint_of_another_script_or_flags_is_named(first_leg, tmp_path, m
     with pytest.raises(ddqn_atari.UsageError, match="trained by dqn_atari.py: resume it with that script"):
         ddqn_atari.load_checkpoint(ddqn_atari.Args(resume=resume))
     state = torch.load(tmp_path / resume / "checkpoint.pt", weights_only=True)
-    del state["args"]["tau"]
+    del state["args"]["train_frequency"]
     state["args"]["dueling"] = True
     torch.save(state, tmp_path / resume / "checkpoint.pt")
     with pytest.raises(dqn_atari.UsageError, match="--dueling, which dqn_atari.py does not have"):
         dqn_atari.load_checkpoint(dqn_atari.Args(resume=resume))
     del state["args"]["dueling"]
     torch.save(state, tmp_path / resume / "checkpoint.pt")
-    assert dqn_atari.load_checkpoint(dqn_atari.Args(resume=resume))["args"]["tau"] == 1.0
-    assert "predates --tau: the run goes on with --tau 1.0" in capsys.readouterr().out
+    assert dqn_atari.load_checkpoint(dqn_atari.Args(resume=resume))["args"]["train_frequency"] == 4
+    assert "predates --train-frequency: the run goes on with --train-frequency 4" in capsys.readouterr().out
 
 
 def test_two_runs_started_in_the_same_second_get_a_folder_each(tmp_path, monkeypatch):
