@@ -21,6 +21,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+# torch's OpenMP threads spin for about a millisecond after each piece of parallel work: on a busy machine that
+# takes the cores from the game and the other work (docs/speed.md). Before torch loads; your own setting wins
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
 import ale_py
 import gymnasium as gym
 import numpy as np
@@ -109,7 +114,7 @@ def make_env(env_id, seed, video_folder=None, training=True):
     if training:  # the sign of each reward: one learning rate fits every game's score scale
         env = gym.wrappers.TransformReward(env, np.sign)
     # frame stacking: one frame cannot show motion (the temporal limitation), four can
-    env = gym.wrappers.FrameStackObservation(env, 4)
+    env = gym.wrappers.FrameStackObservation(env, 4)  # the outermost: env.reset() and env.step() go down from here
     env.action_space.seed(seed)
     return env
 
@@ -153,6 +158,7 @@ class FireResetEnv(gym.Wrapper):
         obs, _, terminated, truncated, info = self.press_fire()
         if terminated or truncated:  # the game ended during the presses: a new one
             obs, info = self.env.reset(**kwargs)
+        self.lives = self.unwrapped.ale.lives()
         return obs, info
 
     def step(self, action):
@@ -170,7 +176,6 @@ class FireResetEnv(gym.Wrapper):
         if not (terminated or truncated):
             obs, more, terminated, truncated, info = self.env.step(2)
             reward += more
-        self.lives = self.unwrapped.ale.lives()
         return obs, reward, terminated, truncated, info
 
 
@@ -218,12 +223,13 @@ class ReplayBuffer:
         slot    0    1    2    3    4    5    6    7    (episode a: 5 frames; b starts in slot 5)
         frame   a0   a1   a2   a3   a4   b0   b1   b2
         age     0    1    2    3    4    0    1    2
+        valid   y    y    y    y    -    y    y    -    (a transition starts here)
         slot 2: obs = a0 a0 a1 a2    next_obs = a0 a1 a2 a3
         slot 3: obs = a0 a1 a2 a3    next_obs = a1 a2 a3 a4    done: a ended with a4
         slot 6: obs = b0 b0 b0 b1    next_obs = b0 b0 b1 b2
 
-    next_obs is the stack of the next slot. An episode's last frame (a4) has a slot of its own, which starts no
-    transition: `valid` marks the slots that do."""
+    next_obs is the stack of the next slot. add() of a's last transition wrote a3 into slot 3 and a4 into slot 4,
+    then stepped past slot 4 (end_episode), whose frame starts no transition; slot 7 (b2) awaits its next frame."""
 
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
@@ -411,8 +417,7 @@ def evaluate(q_network, env_id, eval_episodes, device, epsilon=0.05, video_folde
 
 
 # ======================================================================================================
-# PLUMBING: what a run needs around the DQN above, and nothing a learner must read to follow Unit 3: checks
-# of the input, the run (folder, logging, Ctrl-C, checkpoints, --resume), saving and loading models, --eval-only
+# PLUMBING: what a run needs around the DQN above (checks, the run, checkpoints, models), not needed for Unit 3
 # ======================================================================================================
 class UsageError(Exception):
     """Bad input: reported as one line and exit code 2, without a traceback."""
@@ -434,9 +439,8 @@ def check_args(args: Args):
         "--buffer-size must be at least 5 and at least --batch-size": args.buffer_size < max(5, args.batch_size),
         f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.1f} GB, more than this machine's "
         f"{memory / 1e9:.1f} GB of memory: lower it": needed > 0.9 * memory,
-        "--learning-starts must be at least --batch-size": args.learning_starts < args.batch_size,
-        f"--learning-starts {args.learning_starts:,} must be below --total-timesteps {args.total_timesteps:,}":
-            args.learning_starts >= args.total_timesteps,
+        f"--learning-starts {args.learning_starts:,} must be at least --batch-size and below --total-timesteps":
+            not args.batch_size <= args.learning_starts < args.total_timesteps,
         "--gamma must be in [0, 1]": not 0 <= args.gamma <= 1,
         "epsilon needs 0 <= --end-e <= --start-e <= 1 and --exploration-fraction in [0, 1]":
             not (0 <= args.end_e <= args.start_e <= 1 and 0 <= args.exploration_fraction <= 1),
@@ -530,12 +534,11 @@ class Run:
             self.last_line = time.time()
 
     def checkpoint(self, global_step, learner):
-        """One file, written beside the last one and renamed over it: a kill at any moment leaves one whole
-        checkpoint. Nothing to do without --checkpoint-frequency, or when this step's is written."""
+        """One file, written beside the last one and renamed over it: a kill at any moment leaves one whole checkpoint.
+        It keeps every array (its written part) and plain value of the replay memory: a field you add is kept too."""
         if not self.args.checkpoint_frequency or global_step == self.checkpoint_step:
             return
         q_network, target_network, optimizer, rng, rb = learner
-        # the replay memory: its arrays (the written part) and plain values; a field added to ReplayBuffer is kept too
         replay = {k: torch.from_numpy(v[: rb.size + 1]) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
         replay.update({k: v for k, v in vars(rb).items() if isinstance(v, (int, bool))}, rng=rb.rng.bit_generator.state)
         state = {"script": SCRIPT, "run_name": self.name, "args": asdict(self.args), "global_step": global_step,
@@ -561,8 +564,6 @@ class Run:
         if self.stop_requested:
             resume = f"; continue it with: python {SCRIPT} --resume {self.dir}" if self.checkpoint_step else ""
             print(f"\nstopped at step {global_step:,}{resume}")
-        if global_step <= self.args.learning_starts:
-            print(f"learning had not started (after step {self.args.learning_starts:,}): the network is untrained")
         print(f"evaluate it with: python {SCRIPT} --eval-only {self.model_path}; "
               f"watch it with: python watch.py {self.model_path}")
         checkpoint = f", the checkpoint of step {self.checkpoint_step:,} (for --resume)" if self.checkpoint_step else ""
@@ -637,9 +638,8 @@ def save_model(path, q_network, args, n_actions):
 
 
 def load_model(path, device):
-    """A model saved by any of the Atari scripts, into this script's QNetwork. weights_only: only tensors and
-    plain values are read, no code. Models older than their n_actions field take it from their game."""
-    try:
+    """A model saved by any Atari script, in this script's QNetwork; its run's args and the script that saved it."""
+    try:  # weights_only: tensors and plain values, never code; models before n_actions take it from their game
         saved = torch.load(path, map_location=device, weights_only=True)
         q_network = QNetwork(saved.get("n_actions") or gym.make(saved["args"]["env_id"]).action_space.n).to(device)
     except Exception as e:
@@ -650,7 +650,7 @@ def load_model(path, device):
     except RuntimeError:
         raise UsageError(f"the network in '{path}', saved by {saved.get('script', 'dqn_atari.py')}, does not fit "
                          f"the QNetwork of {SCRIPT}: load it with the script that saved it") from None
-    return q_network, saved["args"]
+    return q_network, {**saved["args"], "script": saved.get("script", "dqn_atari.py")}
 
 
 def resolve_model_path(path):
@@ -673,7 +673,8 @@ def eval_only(args: Args):
         raise UsageError(f"'{args.eval_only}' was trained on {env_id}: it cannot play {args.env_id} (drop --env-id)")
     check_args(Args(env_id=env_id, capture_video=args.capture_video, buffer_size=Args.batch_size))  # game, video
     video = f"videos/{env_id.replace('/', '-')}__{args.exp_name}-eval__{seed}__{int(time.time())}"
-    print(f"evaluating {model_path} on {env_id}, seed {seed}" + (f"; video: {video}/" if args.capture_video else ""))
+    print(f"evaluating {model_path}, trained by {saved['script']}, on {env_id}, seed {seed}"
+          + (f"; video: {video}/" if args.capture_video else ""))
     return evaluate(q_network, env_id, args.eval_episodes, device, 0.05, args.capture_video and video, seed)
 
 

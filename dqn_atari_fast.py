@@ -28,6 +28,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, NamedTuple, Optional
 
+# torch's OpenMP threads spin for about a millisecond after each piece of parallel work: on a busy machine that
+# takes the cores from the game and the other work (docs/speed.md). Before torch loads; your own setting wins
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
 import ale_py
 import gymnasium as gym
 import numpy as np
@@ -642,16 +647,15 @@ def start_wandb(args, run_name, run_id=None):
 
 
 class Progress:
-    """A tqdm bar on a terminal; a plain line every few thousand steps in a log file."""
+    """A tqdm bar on a terminal; in a log file (nohup, a notebook), a plain line at once, then one every 30 s."""
 
-    def __init__(self, total, initial=0, every=5000):
+    def __init__(self, total, initial=0):
         self.bar = None
-        self.every = every
         if sys.stdout.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-        self.last = initial
+        self.last, self.last_line = initial, 0.0
 
     def update(self, global_step, sps, recent_return, epsilon):
         text = f"SPS={sps} return={recent_return:.1f} epsilon={epsilon:.3f}"
@@ -659,9 +663,9 @@ class Progress:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(global_step - self.last)
             self.last = global_step
-        elif global_step // self.every > self.last // self.every:
+        elif time.time() - self.last_line > 30:
             print(f"global_step={global_step} {text}", flush=True)
-            self.last = global_step
+            self.last_line = time.time()
 
     def close(self):
         if self.bar is not None:
@@ -1394,6 +1398,10 @@ def main(argv=None):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BaseException:  # any other error ends the run: first the game processes (they ignore SIGTERM, and
+        for game in multiprocessing.active_children():  # would wait for commands, and the exit for them)
+            game.kill()
+        raise
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def build_folder(args: Args):
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     model_path = Path(script.resolve_model_path(args.model))
     q_network, saved = script.load_model(str(model_path), device)
-    saved_script = torch.load(model_path, map_location="cpu", weights_only=True).get("script", "dqn_atari.py")
+    saved_script = saved.get("script", "dqn_atari.py")  # the script that trained it (older copies: none)
     env_id, seed = saved["env_id"], args.seed or saved.get("seed", 1)
     script.check_args(script.Args(env_id=env_id, capture_video=True, buffer_size=script.Args.batch_size))
     folder = model_path.parent / "hub"

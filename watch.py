@@ -17,6 +17,7 @@ evaluation environment, epsilon and random draws, so `--seed N` plays the first 
 A model of your own copy of dqn_atari.py, with another QNetwork: `--script my_dqn.py` loads it into that network.
 """
 
+import functools
 import importlib.util
 import sys
 import time
@@ -72,9 +73,10 @@ class Game:
     action_names: list
 
 
-def play_game(q_network, env, rng, device, epsilon, max_steps=0, seed=None, keep_frames=True):
+def play_game(q_network, env, rng, device, epsilon, max_steps=0, seed=None, keep_frames=True, report=None):
     """Play one game as the scripts' evaluate() does, recording each step. `seed` seeds the first game of an
-    env; evaluate() then resets without a seed, and so does the caller for the games after it."""
+    env; evaluate() then resets without a seed, and so does the caller for the games after it. `report` gets a
+    line every 250 steps: a long game takes minutes, and its video is written only when it ends."""
     obs, _ = env.reset(seed=seed) if seed is not None else env.reset()
     ale = env.unwrapped.ale
     lives_before = ale.lives()
@@ -106,6 +108,8 @@ def play_game(q_network, env, rng, device, epsilon, max_steps=0, seed=None, keep
         if terminated or truncated:
             game_over = bool(terminated)  # a time-limit truncation is not terminal: its return is unknown
             break
+        if report and len(actions) % 250 == 0:
+            report(f"  playing: step {len(actions):,}, score {sum(rewards):.0f}")
     return Game(observations, screens, np.array(q_values), np.array(actions), np.array(greedy), np.array(rewards),
                 np.array(lives), np.array(terminal), game_over, env.unwrapped.get_action_meanings())  # fmt: skip
 
@@ -116,7 +120,7 @@ def discounted_returns(rewards, terminal, gamma):
     step after the last terminal one (the game cut by --max-steps) misses the rewards after the cut.
 
     The target that Q learns is not the game score: training clips each reward to -1, 0 or +1
-    (ClipRewardEnv) and ends the episode at every lost life (EpisodicLifeEnv), so Q(s, a) estimates the
+    (the sign of each) and ends the episode at every lost life (EpisodicLifeEnv), so Q(s, a) estimates the
     discounted sum of CLIPPED rewards until the next lost life. That is the return computed here, from
     the real rewards of an evaluation game (which plays all lives, unclipped)."""
     clipped = np.sign(rewards)
@@ -289,7 +293,7 @@ def write_video(painter, path, fps, gif_painter=None, gif_path=None):
 
 
 # THE NUMBERS: the overestimation, as a mean over every step of the games
-def measure(q_network, env, device, args, gamma, report=print):
+def measure(q_network, env, device, args, gamma, report=functools.partial(print, flush=True)):
     """Play `args.games` games and return the mean of Q(s, a) - the return that followed, over all their
     steps with a complete return. The games are those of `--eval-only MODEL --seed N --eval-episodes N`.
     The gap is not zero for a perfect network either: Q estimates the greedy policy's return (training
@@ -297,7 +301,7 @@ def measure(q_network, env, device, args, gamma, report=print):
     rng = np.random.default_rng(args.seed)
     gaps, qs, returns_all = [], [], []
     for i in range(args.games):
-        game = play_game(q_network, env, rng, device, args.epsilon, args.max_steps, seed=args.seed if i == 0 else None, keep_frames=False)
+        game = play_game(q_network, env, rng, device, args.epsilon, args.max_steps, seed=args.seed if i == 0 else None, keep_frames=False, report=report)
         returns, complete = discounted_returns(game.rewards, game.terminal, gamma)
         q = q_taken(game)[complete]
         gaps.append(q - returns[complete])
@@ -374,7 +378,9 @@ def watch(args: Args):
     q_network, saved_args, env, device = load(args)
     gamma = saved_args.get("gamma", 0.99)
     env_id, exp_name = saved_args.get("env_id"), saved_args.get("exp_name", "dqn_atari")
-    game = play_game(q_network, env, np.random.default_rng(args.seed), device, args.epsilon, args.max_steps, seed=args.seed)
+    print(f"playing one game of {saved_args.get('env_id')}: its video is written when it ends", flush=True)
+    game = play_game(q_network, env, np.random.default_rng(args.seed), device, args.epsilon, args.max_steps, seed=args.seed,
+                     report=lambda line: print(line, flush=True))
     env.close()
     returns, complete = discounted_returns(game.rewards, game.terminal, gamma)
     folder = Path("videos") / f"{env_id.replace('/', '-')}__{exp_name}-watch__{args.seed}__{int(time.time())}"

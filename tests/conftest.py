@@ -17,7 +17,8 @@ def algo(request):
 
 @pytest.fixture(scope="session")
 def single_thread():
-    """One torch thread: on a shared 2-core machine a second thread makes the CPU updates ~5x slower."""
+    """One torch thread, so that a run's losses are the same on every machine: they depend on the thread count
+    (the order of the float sums; docs/speed.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

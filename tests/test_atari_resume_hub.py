@@ -78,6 +78,18 @@ def test_resume_restores_the_checkpoint_exactly_and_goes_on(first_leg, tmp_path,
     assert result["run_name"] == first_leg.name
 
 
+def test_resume_keeps_the_first_legs_videos(tmp_path, monkeypatch):
+    """The resumed leg films into a folder of its own beside the first leg's videos, which stay as they were."""
+    monkeypatch.chdir(tmp_path)
+    first = dqn_atari.train(dqn_atari.Args(capture_video=True, checkpoint_frequency=64, **TINY_RUN))
+    before = {path: path.read_bytes() for path in Path("videos").rglob("*.mp4")}
+    assert before, "the first leg filmed nothing"
+    dqn_atari.train(dqn_atari.Args(resume=f"runs/{first['run_name']}", total_timesteps=128))
+    after = {path: path.read_bytes() for path in Path("videos").rglob("*.mp4")}
+    assert all(after.get(path) == video for path, video in before.items()), "a video of the first leg changed"
+    assert list(Path("videos", first["run_name"], "resumed-at-64").glob("*.mp4")), sorted(map(str, after))
+
+
 def test_a_checkpoint_that_cannot_be_written_leaves_the_last_one_whole(first_leg, tmp_path, monkeypatch, capsys):
     """A full disk while writing: one error line naming the checkpoint; the previous checkpoint is untouched."""
     monkeypatch.chdir(tmp_path)
@@ -171,6 +183,14 @@ def test_a_model_of_any_atari_script_evaluates_the_same_with_each(tmp_path):
         q_network, saved = dqn_atari_fast.load_model(str(path), torch.device("cpu"))
         scores.add(tuple(dqn_atari_fast.evaluate(q_network, saved["env_id"], 1, "unused", torch.device("cpu"), seed=1)))
         assert len(scores) == 1, (path.name, scores)
+
+
+def test_eval_only_names_the_script_that_trained_the_model(tmp_path, capsys):
+    """ddqn_atari.py evaluating a DQN model says whose model it is: the network is the same, the training was not."""
+    path = tmp_path / "dqn_atari.pt"
+    dqn_atari.save_model(path, dqn_atari.QNetwork(6), dqn_atari.Args(), 6)
+    ddqn_atari.eval_only(ddqn_atari.Args(eval_only=str(path), eval_episodes=1, cuda=False))
+    assert f"evaluating {path}, trained by dqn_atari.py, on SpaceInvadersNoFrameskip-v4" in capsys.readouterr().out
 
 
 DUELING = '''class QNetwork(nn.Module):

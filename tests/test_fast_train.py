@@ -23,7 +23,7 @@ import torch
 
 import dqn_atari_fast
 from games import SIDE_GAME_RUN, scalars, side_game, train_on_side_game
-from helpers import ctrl_c_a_run
+from helpers import ctrl_c_a_run, processes_left_in_group
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -222,3 +222,25 @@ def test_a_checkpoint_from_before_the_split_resumes_here_and_not_in_the_pair(bef
     assert resumed["run_name"] == first["run_name"] and "resuming" in capsys.readouterr().out
     pointer = json.loads((tmp_path / run_dir / "checkpoint.json").read_text())
     assert pointer["global_step"] == 1600
+
+
+@pytest.mark.parametrize("script", ["dqn_atari.py", "dqn_atari_fast.py"])
+def test_an_error_in_an_edit_ends_the_run_and_its_games(script, tmp_path, subprocess_env):
+    """A learner's QNetwork that raises, after the games have started (two game processes in the fast variant):
+    the traceback, a non-zero exit within seconds, and no game process left waiting for commands."""
+    source = (ROOT / script).read_text()
+    start = "class QNetwork(nn.Module):\n    def __init__(self, n_actions):\n        super().__init__()\n"
+    assert start in source
+    (tmp_path / script).write_text(source.replace(start, start + "        raise ValueError('a broken edit')\n", 1))
+    games = ["--num-envs", "2"] if script == "dqn_atari_fast.py" else []
+    command = [sys.executable, script, "--total-timesteps", "1000", "--learning-starts", "100", "--buffer-size", "1000"]
+    proc = subprocess.Popen(command + games, cwd=tmp_path, env=subprocess_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode not in (0, None) and "ValueError: a broken edit" in err, err[-2000:]
+    assert not processes_left_in_group(proc.pid), "game processes left behind"

@@ -3,6 +3,7 @@ checked against what the network itself received and returned; the return line a
 rewards; the Hub against a local file; and the errors of the command line."""
 
 import json
+import re
 import pickle
 import sys
 from pathlib import Path
@@ -156,7 +157,7 @@ def test_a_hub_repo_and_a_local_file_give_the_same_video(tiny_model, tmp_path, m
         code, out, err = run_main([model, "--max-steps", "16", "--seed", "3", "--no-cuda"], capsys)
         assert code == 0, err
         (video,) = Path("videos").rglob("*.mp4")
-        assert out.strip() == f"the agent's view: {video}", "one line says where the video is"
+        assert out.strip().splitlines()[-1] == f"the agent's view: {video}", "the last line says where the video is"
         assert calls == ([] if name == "local" else [("list", model), ("download", model, "dqn_atari.pt")])
         videos.append(video.resolve().read_bytes())
     assert len(videos[0]) > 10_000 and videos[0] == videos[1]
@@ -203,3 +204,13 @@ def test_without_a_video_encoder_it_stops_before_playing(tiny_model, tmp_path, m
     code, out, err = run_main([str(tiny_model), "--no-cuda"], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "moviepy" in err, err
     assert not Path("videos").exists()
+
+
+def test_it_says_what_it_plays_while_it_plays(tiny_model, tmp_path, monkeypatch, capsys):
+    """A game takes minutes before its video: a line every 250 steps while it plays."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main([str(tiny_model), "--games", "1", "--max-steps", "260", "--epsilon", "1", "--no-cuda"], capsys)
+    assert code == 0, err
+    steps = int(re.search(r"game 1: score \d+, (\d+) steps", out).group(1))
+    assert steps > 250, f"this seed's game is longer than 250 steps: {steps}"
+    assert out.index("playing: step 250, score") < out.index("game 1: score"), out
