@@ -455,7 +455,7 @@ def check_args(args: Args):
     try:  # gymnasium's own hint: the versions that the id's name has, or the closest name
         entry_point = str(gym.spec(args.env_id).entry_point)
     except gym.error.Error as e:
-        raise UsageError(f"unknown environment id '{args.env_id}': {e} Ids look like PongNoFrameskip-v4.") from None
+        raise UsageError(f"unknown environment id '{args.env_id}' ({e}): ids look like PongNoFrameskip-v4") from None
     if not entry_point.startswith("ale_py"):
         raise UsageError(f"'{args.env_id}' is not an Atari game: this script learns from screen pixels "
                          "(for FrozenLake or Taxi use dqn_frozenlake_tabular.py)")

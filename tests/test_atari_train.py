@@ -264,6 +264,7 @@ BAD_INPUT = {
     # gymnasium's own hint: the versions that exist of the id's name
     "unknown env id": (["--env-id", "SpaceInvadersNoFrameskip-v5"], lambda msg: "`v4`" in msg),
     "non-Atari env id": (["--env-id", "CartPole-v1"], lambda msg: "CartPole-v1" in msg),
+    "env id without a version": (["--env-id", "Pong"], lambda msg: "'Pong' (No registered env with id: Pong): ids" in msg),
     "learning never starts": (["--learning-starts", "1000", "--total-timesteps", "1000"], lambda msg: "--learning-starts" in msg),
     "batch larger than buffer": (["--batch-size", "64", "--buffer-size", "32"], lambda msg: "--batch-size" in msg),
     "zero learning rate": (["--learning-rate", "0"], lambda msg: "--learning-rate" in msg),

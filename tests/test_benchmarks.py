@@ -103,3 +103,13 @@ def test_a_peer_learns_for_a_few_hundred_steps(peer, tmp_path, subprocess_env):
     (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert 45 <= run["steps"] <= 50 and run["train_sps"] > 0  # one gradient step every 4 steps after step 100
     assert f"| {load_peers().NAMES[peer]} |" in (tmp_path / "table.md").read_text()
+
+
+def test_speed_says_in_one_line_when_a_run_is_too_short_to_time(subprocess_env):
+    """A run that logs fewer than two losses after learning starts (here none: the pair logs at multiples of
+    100 steps) has nothing to time: one error line, not a ZeroDivisionError."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--total-timesteps", "590", "--learning-starts", "500",
+               "--buffer-size", "600"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the run logged 0 loss(es)"), result.stderr
