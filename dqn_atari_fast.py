@@ -470,6 +470,21 @@ def file_name(env_id):
     return env_id.replace("/", "-")
 
 
+def make_run_folder(args):
+    """runs/{env}__{exp_name}__{seed}__{time}, made here: two runs started in the same second get two folders
+    (the second with -2), and a folder that cannot be made is one error line."""
+    base = f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    for name in [base] + [f"{base}-{n}" for n in range(2, 100)]:
+        try:
+            Path("runs", name).mkdir(parents=True)
+            return name
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UsageError(f"cannot write the run folder runs/{name} ({e.strerror}): work in a folder of yours")
+    raise UsageError(f"runs/{base} and 98 more folders of the same second exist: start the run again")
+
+
 def check_atari_env_id(env_id):
     """Unknown or non-Atari ids fail here, before any process starts, with gymnasium's own hint (the versions
     that the id's name has, or the closest name)."""
@@ -708,7 +723,7 @@ class RunSetup:
             import logging
 
             logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(not_the_profiler_label_warning)
-        self.run_name = self.state["run_name"] if self.state else f"{file_name(args.env_id)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.run_name = self.state["run_name"] if self.state else make_run_folder(args)
         self.run_dir = Path(f"runs/{self.run_name}")
         self.model_path = self.run_dir / f"{args.exp_name}.pt"
         self.device = select_device(args)

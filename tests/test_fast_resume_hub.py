@@ -803,3 +803,20 @@ def test_eval_only_with_a_failing_download_is_a_usage_error(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("error:") and repo_id in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_runs_started_in_the_same_second_get_a_folder_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dqn_atari_fast.time, "time", lambda: 1_700_000_000.0)
+    names = [dqn_atari_fast.make_run_folder(dqn_atari_fast.Args()) for _ in range(2)]
+    assert names[1] == names[0] + "-2" and all((tmp_path / "runs" / name).is_dir() for name in names)
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """As from a folder that cannot be written: one error line, exit code 2, before any game process starts."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the folder goes")
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari_fast.main(["--total-timesteps", "1000", "--learning-starts", "100", "--buffer-size", "1000", "--num-envs", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: cannot write the run folder runs/"), err
