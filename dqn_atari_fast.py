@@ -761,7 +761,9 @@ class RunSetup:
                 print(f"--capture-video: the ale-vector backend films no training game, {filmed}")
             self.envs = ALEVectorEnv(args.env_id, args.num_envs)
         else:
-            env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, self.run_name) for i in range(args.num_envs)]
+            # a resumed run films into a folder of its own, beside the videos of the run before it (not over them)
+            filmed = f"{self.run_name}/resumed-at-{self.state['global_step']}" if self.state else self.run_name
+            env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, filmed) for i in range(args.num_envs)]
             if args.capture_video:
                 env_fns[0] = camera_in_game_process_only(env_fns[0], make_env(args.env_id, args.seed, 0, False, self.run_name))
             self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
@@ -1229,6 +1231,9 @@ class CheckpointedReplayBuffer(ReplayBuffer):
             self.writer.join()
         if self.write_error is not None:
             error, self.write_error = self.write_error, None
+            if isinstance(error, OSError):  # a full disk, most often: the last whole checkpoint is still there
+                raise UsageError(f"cannot write a checkpoint ({error.strerror or error}): free some disk, or lower "
+                                 "--buffer-size; the last whole checkpoint is kept") from None
             raise error
 
 
@@ -1410,13 +1415,13 @@ def main(argv=None):
             eval_only(args, typed)
         else:
             train(args, typed=typed if args.resume else None)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except BaseException:  # any other error ends the run: first the game processes (they ignore SIGTERM, and
+    except BaseException as e:  # any error ends the run: first the game processes (they ignore SIGTERM, and
         for game in multiprocessing.active_children():  # would wait for commands, and the exit for them)
             game.kill()
-        raise
+        if not isinstance(e, UsageError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

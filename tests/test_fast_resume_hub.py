@@ -820,3 +820,36 @@ def test_a_run_folder_that_cannot_be_made_is_one_error_line(tmp_path, monkeypatc
         dqn_atari_fast.main(["--total-timesteps", "1000", "--learning-starts", "100", "--buffer-size", "1000", "--num-envs", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: cannot write the run folder runs/"), err
+
+
+def test_resume_keeps_the_first_legs_videos(tmp_path, monkeypatch):
+    """As in the pair: the resumed leg films into videos/<run>/resumed-at-<step>/, and the first leg's videos
+    keep their bytes (gymnasium's camera would otherwise start again at rl-video-episode-0.mp4 over them)."""
+    monkeypatch.chdir(tmp_path)
+    first = dqn_atari_fast.train(dqn_atari_fast.Args(capture_video=True, checkpoint_frequency=64, **TINY_RUN))
+    before = {path: path.read_bytes() for path in Path("videos").rglob("*.mp4")}
+    assert before, "the first leg filmed nothing"
+    dqn_atari_fast.train(dqn_atari_fast.Args(resume=f"runs/{first['run_name']}", total_timesteps=128, capture_video=True))
+    after = {path: path.read_bytes() for path in Path("videos").rglob("*.mp4")}
+    assert all(after.get(path) == video for path, video in before.items()), "a video of the first leg changed"
+    assert list(Path("videos", first["run_name"], "resumed-at-64").glob("*.mp4")), sorted(map(str, after))
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_error_line_and_keeps_the_last_one(short_run, tmp_path, monkeypatch, capsys):
+    """The background write fails (no space left): one error line, exit code 2, and the checkpoint that was
+    on disk before is whole and still the one --resume reads."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(short_run, tmp_path / "runs" / short_run.name)
+    run_dir = tmp_path / "runs" / short_run.name
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "checkpoint" in str(p)}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dqn_atari_fast.torch, "save", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari_fast.main(["--resume", f"runs/{short_run.name}", "--total-timesteps", "200", "--checkpoint-frequency", "64", "--no-cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "No space left on device" in err[0] and "checkpoint" in err[0], err
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "checkpoint" in str(p)}
+    assert after == before
