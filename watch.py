@@ -307,10 +307,14 @@ def measure(q_network, env, device, args, gamma, report=functools.partial(print,
         gaps.append(q - returns[complete])
         qs.append(q)
         returns_all.append(returns[complete])
-        report(f"game {i + 1}: score {game.rewards.sum():.0f}, {len(game.actions)} steps, mean Q(s, a) {q.mean():.3f}, "
-               f"mean return {returns[complete].mean():.3f}, mean Q(s, a) - return {gaps[-1].mean():+.3f}")  # fmt: skip
+        numbers = (f"mean Q(s, a) {q.mean():.3f}, mean return {returns[complete].mean():.3f}, "
+                   f"mean Q(s, a) - return {gaps[-1].mean():+.3f}") if len(q) else "cut before a life was lost"
+        report(f"game {i + 1}: score {game.rewards.sum():.0f}, {len(game.actions)} steps, {numbers}")
     gaps, qs, returns_all = np.concatenate(gaps), np.concatenate(qs), np.concatenate(returns_all)
-    report(f"over {args.games} games ({len(gaps)} steps): mean Q(s, a) {qs.mean():.3f}, mean return {returns_all.mean():.3f}, "
+    if len(gaps) == 0:  # each game cut before its first lost life: no return is known in full
+        raise UsageError(f"--max-steps {args.max_steps} cut every game before a life was lost, so no return that "
+                         "followed a step is complete: raise --max-steps, or 0 to play whole games")
+    report(f"over {args.games} game{'s' * (args.games > 1)} ({len(gaps)} steps): mean Q(s, a) {qs.mean():.3f}, mean return {returns_all.mean():.3f}, "
            f"mean Q(s, a) - return {gaps.mean():+.3f} (return: clipped rewards, gamma {gamma:g}, until the next lost life)")  # fmt: skip
     return float(gaps.mean())
 

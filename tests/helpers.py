@@ -1,5 +1,6 @@
 """Helpers shared by the test files (pytest puts tests/ on sys.path)."""
 
+import importlib.util
 import os
 import re
 import signal
@@ -94,3 +95,11 @@ def ctrl_c_a_run(script, cwd, env):
     assert not orphans, f"processes left behind: {orphans}"
     (run_dir,) = (cwd / "runs").iterdir()
     return stdout, run_dir
+
+
+def load_benchmark(name):
+    """benchmarks/<name>.py as a module (benchmarks/ is a folder of programs, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

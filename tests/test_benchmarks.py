@@ -5,7 +5,6 @@ elsewhere those tests skip. Nothing here downloads anything.
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,16 +13,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers.py"
 
 
 def load_peers():
-    spec = importlib.util.spec_from_file_location("peers", PEERS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("peers")
 
 
 def test_help_says_what_is_timed_and_how():
@@ -113,3 +112,34 @@ def test_speed_says_in_one_line_when_a_run_is_too_short_to_time(subprocess_env):
     result = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: the run logged 0 loss(es)"), result.stderr
+
+
+def test_plot_overestimation_measures_each_kept_network_once_on_the_same_games(tmp_path, monkeypatch, capsys):
+    plot = load_benchmark("plot_overestimation")
+    run = tmp_path / "SpaceInvadersNoFrameskip-v4__ddqn_atari__1__1"
+    (run / "networks").mkdir(parents=True)
+    for step in (100_000, 200_000):  # as benchmarks/keep_networks.py names them
+        torch.save({"model": {}, "script": "ddqn_atari.py"}, run / "networks" / f"step-{step:07d}.pt")
+    commands = []
+
+    def watch(command, **kwargs):  # watch.py's last line, with a mean Q(s, a) that tells the networks apart
+        commands.append(command)
+        step = int(command[2].split("step-")[1][:7])
+        return SimpleNamespace(returncode=0, stderr="", stdout=f"game 1: ...\nover 3 games (512 steps): mean Q(s, a) "
+                               f"{step / 1e5:.3f}, mean return 0.250, mean Q(s, a) - return +0.750 (return: ...)\n")
+
+    monkeypatch.setattr(plot.subprocess, "run", watch)
+    for _ in range(2):  # the second call draws from what the first measured
+        monkeypatch.setattr(sys, "argv", ["plot_overestimation.py", str(run), "--out", str(tmp_path / "o.png")])
+        plot.main()
+    assert [Path(c[2]).name for c in commands] == ["step-0100000.pt", "step-0200000.pt"]
+    assert all(c[1].endswith("watch.py") and c[3:] == ["--games", "3", "--seed", "1", "--max-steps", "0"] for c in commands)
+    measured = json.loads((run / "networks" / "overestimation.json").read_text())["games=3 seed=1 max_steps=0"]
+    assert measured == {"100000": {"q": 1.0, "return": 0.25, "steps": 512}, "200000": {"q": 2.0, "return": 0.25, "steps": 512}}
+    assert (tmp_path / "o.png").stat().st_size > 10_000 and "Double DQN" in capsys.readouterr().out  # named by its script
+
+
+def test_plot_overestimation_without_kept_networks_says_how_to_keep_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["plot_overestimation.py", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"keep_networks.py {tmp_path}"):
+        load_benchmark("plot_overestimation").main()

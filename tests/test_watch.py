@@ -16,7 +16,7 @@ import torch
 
 import dqn_atari
 import watch
-from helpers import serve_as_hub_repo
+from helpers import load_benchmark, serve_as_hub_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -146,6 +146,19 @@ def test_games_reports_the_mean_gap_of_the_steps_with_a_complete_return(monkeypa
     expected = [float(q[t].max()) - return_that_followed(t, gamma, 11) for t in range(9)]
     assert gap == pytest.approx(np.mean(expected + expected), abs=1e-5)
     assert len(lines) == 3 and lines[-1].startswith("over 2 games (18 steps)"), lines
+    # benchmarks/plot_overestimation.py reads this last line: its numbers are the ones measured
+    found = load_benchmark("plot_overestimation").SUMMARY.search(lines[-1])
+    q_mean = np.mean([float(q[t].max()) for t in range(9)])
+    assert int(found[1]) == 18 and float(found[2]) == pytest.approx(q_mean, abs=1e-3), lines[-1]
+    assert float(found[3]) == pytest.approx(q_mean - gap, abs=1e-3), lines[-1]
+
+
+def test_games_cut_before_any_lost_life_is_one_error_not_a_nan():
+    args = watch.Args(model="unused", games=2, max_steps=3, epsilon=0.0)  # the first life is lost at step 3
+    lines = []
+    with pytest.raises(dqn_atari.UsageError, match="--max-steps 3 cut every game before a life was lost"):
+        watch.measure(dqn_atari.QNetwork(6), KnownGame(REWARDS, LIVES), torch.device("cpu"), args, 0.9, lines.append)
+    assert lines == [f"game {i}: score 5, 3 steps, cut before a life was lost" for i in (1, 2)]
 
 
 def test_a_hub_repo_and_a_local_file_give_the_same_video(tiny_model, tmp_path, monkeypatch, capsys):
