@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-# torch's OpenMP threads spin for about a millisecond after each piece of parallel work: on a busy machine that
-# takes the cores from the game and the other work (docs/speed.md). Before torch loads; your own setting wins
-if "OMP_WAIT_POLICY" not in os.environ:
+# plumbing, before torch loads: its idle threads sleep instead of spinning (faster on a busy machine, docs/speed.md)
+if "OMP_WAIT_POLICY" not in os.environ:  # a wait policy of your own wins
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import ale_py
@@ -96,16 +95,22 @@ class Args:
 
 # ENVIRONMENT: the game as the agent sees it
 def make_env(env_id, seed, video_folder=None, training=True):
-    """The course's preprocessing: 84x84 grayscale frames, a stack of 4. The Nature paper adds what the classes
-    below do, not in the course and skippable on a first read: a lost life ends a training episode, FIRE starts
-    the games that wait for it, and training rewards are clipped to -1, 0 or +1."""
+    """The game inside wrappers, each changing what step() and reset() return. Outermost first: env.step() goes
+    down this list to the game, and what the game returns comes back up through each of them.
+
+        FrameStackObservation    frame stacking: the last 4 frames                   the course
+        TransformReward          training: each reward becomes its sign, -1, 0, +1   the Nature paper
+        FireResetEnv             presses FIRE to start the games that wait for it    the Nature paper
+        EpisodicLifeEnv          training: a lost life ends the episode              the Nature paper
+        AtariPreprocessing       84x84 grayscale frames, 4 frames per agent step     the course
+        RecordEpisodeStatistics  the real game score, for the logs"""
     env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # each Atari frame
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # 84x84 grayscale; each action repeated for 4 frames (one agent step, the step that --total-timesteps counts,
-    # is 4 frames), the screen the max of the last two; 1 to 30 no-ops at a reset: games do not all begin alike
+    # an agent step (what --total-timesteps counts) repeats its action for 4 frames and shows the max of the last
+    # two (flicker); 1 to 30 no-ops at a reset: games do not all begin alike
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -114,7 +119,7 @@ def make_env(env_id, seed, video_folder=None, training=True):
     if training:  # the sign of each reward: one learning rate fits every game's score scale
         env = gym.wrappers.TransformReward(env, np.sign)
     # frame stacking: one frame cannot show motion (the temporal limitation), four can
-    env = gym.wrappers.FrameStackObservation(env, 4)  # the outermost: env.reset() and env.step() go down from here
+    env = gym.wrappers.FrameStackObservation(env, 4)
     env.action_space.seed(seed)
     return env
 
@@ -124,9 +129,7 @@ class EpisodicLifeEnv(gym.Wrapper):
     """Training only: a lost life ends the episode for the agent (its value does not bootstrap past a death),
     while the game itself resets only at game over. Evaluation plays full games."""
 
-    def __init__(self, env):
-        super().__init__(env)
-        self.lives, self.game_over = 0, True
+    lives, game_over = 0, True  # before the first reset(): a new game
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -150,8 +153,7 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 class FireResetEnv(gym.Wrapper):
     """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still.
-    After a lost life, in training: EpisodicLifeEnv.step() ends the episode, train() calls reset(), EpisodicLifeEnv
-    plays on with a no-op, and reset() here presses FIRE. In evaluation (full games): step() here presses FIRE."""
+    reset() presses it; a lost life ends training's episode (reset() follows), and in evaluation step() presses it."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -187,12 +189,12 @@ class QNetwork(nn.Module):
             nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),  # 4x84x84 -> 32x20x20
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),  # -> 64x9x9
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),  # -> 64x7x7
-            nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+            nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),  # 3136 = 64 * 7 * 7
             nn.Linear(512, n_actions),  # one Q-value per action
         )  # fmt: skip
 
     def forward(self, x):
-        # uint8 frames (4x less memory) to floats in [0, 1]; channels-last: the same numbers, faster convolutions
+        # uint8 frames (4x less memory) to floats in [0, 1]; channels-last: only for speed, the same numbers
         x = x.to(memory_format=torch.channels_last, dtype=torch.float32) / 255.0
         return self.network(x)
 
@@ -200,7 +202,7 @@ class QNetwork(nn.Module):
 # EXPERIENCE REPLAY: the replay memory D of the pseudocode: store transitions, sample random minibatches
 class ReplayBatch(NamedTuple):
     observations: torch.Tensor  # (B, 4, 84, 84) uint8
-    actions: torch.Tensor  # (B, 1) int64
+    actions: torch.Tensor  # (B, 1) int64: a column, for gather() in gradient_step()
     rewards: torch.Tensor  # (B,) float32
     next_observations: torch.Tensor  # (B, 4, 84, 84) uint8
     dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
@@ -215,21 +217,23 @@ class ReplayBuffer:
         minibatch = random.sample(D, batch_size)  # sample()
 
     This class does the same with each frame stored once (a first read can skip its body): a stack of 4 frames
-    shares 3 with the next, so the tuples would keep every frame 8 times, 56 GB for 1M transitions, not 7.1 GB.
+    shares 3 with the next, so tuples would keep each frame 8 times (4 obs, 4 next_obs): 56 GB for 1M, not 7.1 GB.
     Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
-    termination that followed it. A stack is rebuilt from the 3 slots before, but not past its episode's first
-    frame, which it repeats, as FrameStackObservation does:
+    termination that followed it. An episode's first obs, from reset(), is its first frame 4 times (a0a0a0a0).
+    Here episode a has 5 frames, a0 to a4 (4 transitions), and episode b follows it:
 
-        slot    0    1    2    3    4    5    6    7    (episode a: 5 frames; b starts in slot 5)
-        frame   a0   a1   a2   a3   a4   b0   b1   b2
-        age     0    1    2    3    4    0    1    2
-        valid   y    y    y    y    -    y    y    -    (a transition starts here)
-        slot 2: obs = a0 a0 a1 a2    next_obs = a0 a1 a2 a3
-        slot 3: obs = a0 a1 a2 a3    next_obs = a1 a2 a3 a4    done: a ended with a4
-        slot 6: obs = b0 b0 b0 b1    next_obs = b0 b0 b1 b2
+        slot     0    1    2    3    4      5    6    7
+        frame    a0   a1   a2   a3   a4     b0   b1   b2
+        age      0    1    2    3    4      0    1    2
+        valid    y    y    y    y    never  y    y    not yet   (valid: a transition starts in this slot)
 
-    next_obs is the stack of the next slot. add() of a's last transition wrote a3 into slot 3 and a4 into slot 4,
-    then stepped past slot 4 (end_episode), whose frame starts no transition; slot 7 (b2) awaits its next frame."""
+    add() writes obs's newest frame into slot pos, next_obs's into the slot after it, and moves pos on by one:
+        1st add(a0a0a0a0, next a0a0a0a1): a0 into slot 0 (now valid), a1 into slot 1 (not yet: no next frame)
+        2nd add(a0a0a0a1, next a0a0a1a2): a1 into slot 1 again (now valid), a2 into slot 2
+        4th add(a0a1a2a3, next a1a2a3a4, terminated): a3 into slot 3, a4 into slot 4, then end_episode() moves
+            pos past slot 4: a4 is a last frame, no transition starts there, and b0 goes into slot 5
+    sample() rebuilds obs from slot i and the 3 slots before it, not past its episode's first frame, which it
+    repeats as FrameStackObservation does (slot 2: a0a0a1a2; slot 6: b0b0b0b1); next_obs from slot i+1."""
 
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
@@ -248,10 +252,9 @@ class ReplayBuffer:
         self.frames[i], self.ages[i] = obs[-1], self.age  # obs's 3 older frames are in the slots before
         self.actions[i], self.rewards[i], self.dones[i] = action, reward, terminated
         self.valid[i] = True
-        # next_obs's newest frame goes into the next slot (the next add() writes it there again: the same frame)
-        self.frames[after], self.ages[after] = next_obs[-1], self.age + 1
-        # no transition starts at slot i+1 until the next add() stores one; the stacks of slots i+2, i+3, i+4 (the
-        # oldest slots, once the ring is full) reach 3 slots back, into slots i and i+1, just overwritten
+        self.frames[after], self.ages[after] = next_obs[-1], self.age + 1  # next_obs's newest frame
+        # not valid: slot i+1 (its next frame is still to come), and, once the ring is full, slots i+2 to i+4, the
+        # oldest: their stacks reach 3 slots back, into slots i and i+1, which now hold this episode's frames
         self.valid[(i + np.arange(1, 5)) % len(self.frames)] = False
         self.pos, self.size = after, min(self.size + 1, len(self.frames))
         self.age += 1
@@ -312,10 +315,9 @@ def compute_td_target(q_network, target_network, batch, gamma):
 
 
 def gradient_step(q_network, target_network, optimizer, batch, gamma):
-    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and the mean
-    Q(s, a) of the minibatch."""
+    """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and mean Q(s, a)."""
     td_target = compute_td_target(q_network, target_network, batch, gamma)
-    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a): each row's action column
+    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a): row b's column actions[b]
     loss = F.mse_loss(q_sa, td_target)
     optimizer.zero_grad()
     loss.backward()
@@ -343,14 +345,15 @@ def train(args: Args, make_env=make_env):
     if args.resume:  # TRY NOT TO MODIFY: --resume only, puts all of them back as saved (skip on a first read)
         global_step = run.restore(learner)
 
+    # the pseudocode's "for each episode" and "for each step" as one loop over steps: 6. starts each new episode
     obs, _ = env.reset(seed=args.seed + global_step)  # the first game (a resumed run: another seed, another game)
-    while global_step < args.total_timesteps and not run.stop_requested:  # over steps; a new episode: see 6. below
+    while global_step < args.total_timesteps and not run.stop_requested:
         # 1. ALGO LOGIC: an epsilon-greedy action, epsilon decaying from start-e to end-e
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         action = epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device)
 
-        # 2. play it: the reward, the next stack of frames, and whether the episode ended: terminated (a terminal
-        #    state, whose value is 0), or truncated (a time limit cut it: not terminal, its value still counts)
+        # 2. play it: the reward, the next stack of frames (phi: make_env's wrappers), whether the episode ended:
+        #    terminated (a terminal state, value 0) or truncated (a time limit cut it: not terminal, its value counts)
         next_obs, reward, terminated, truncated, info = env.step(action)
         global_step += 1
 
@@ -368,8 +371,7 @@ def train(args: Args, make_env=make_env):
                     run.writer.add_scalar("losses/td_loss", loss, global_step)
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
 
-            # 5. every C = `target_network_frequency` steps: reset the target network to the Q-network (the fixed
-            #    Q-target moves)
+            # 5. every C = `target_network_frequency` environment steps: copy the Q-network into the target network
             if global_step % args.target_network_frequency == 0:
                 target_network.load_state_dict(q_network.state_dict())
 
@@ -396,8 +398,7 @@ def train(args: Args, make_env=make_env):
 
 
 def evaluate(q_network, env_id, eval_episodes, device, epsilon=0.05, video_folder=None, seed=0, make_env=make_env):
-    """Play full games (all lives, real rewards) with epsilon-greedy actions; return their scores. epsilon 0.05:
-    the Nature paper's evaluation (Mnih et al. 2015); CleanRL's dqn_atari.py evaluates at --end-e (0.01)."""
+    """Play full games (all lives, real rewards) at epsilon 0.05, as the Nature paper evaluates; return their scores."""
     env = make_env(env_id, seed, video_folder, training=False)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -586,8 +587,7 @@ def make_run_folder(args: Args):
 
 def start_wandb(args, run_name, run_id):
     """wandb with the TensorBoard scalars (on --resume, the same wandb run); with no login, an offline run."""
-    import wandb
-
+    import wandb  # only with --track
     mode = os.environ.get("WANDB_MODE")
     if mode is None and not wandb.login(prompt=False, verify=False):  # never ask for a key on the terminal
         mode = "offline"
