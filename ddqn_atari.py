@@ -10,6 +10,7 @@ of Q-values feeds on itself. Double DQN decouples the action selection from the 
 DQN network (q_network) selects the best next action, the target network values it. All else is dqn_atari.py's.
 """
 
+import collections
 import difflib
 import importlib.util
 import os
@@ -208,32 +209,41 @@ class ReplayBatch(NamedTuple):
     dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
 
 
+class SimpleReplayBuffer:
+    """The replay memory D as the course tells it: a deque of transitions, sampled in random minibatches (random, so
+    that consecutive steps do not correlate). It can replace ReplayBuffer in train(): 8x the memory, no --resume."""
+
+    def __init__(self, buffer_size, device, seed):
+        self.memory = collections.deque(maxlen=buffer_size)  # full: append() drops the oldest transition
+        self.device, self.rng = device, np.random.default_rng(seed)
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated):
+        self.memory.append((obs, action, reward, next_obs, terminated))  # truncated: not a terminal state
+
+    def sample(self, batch_size):
+        minibatch = [self.memory[i] for i in self.rng.integers(len(self.memory), size=batch_size)]
+        obs, actions, rewards, next_obs, dones = (np.array(column) for column in zip(*minibatch))
+        columns = (obs, actions[:, None], rewards.astype(np.float32), next_obs, dones.astype(np.float32))
+        return ReplayBatch(*(torch.as_tensor(column, device=self.device) for column in columns))
+
+
 class ReplayBuffer:
-    """The replay memory D: add() stores a transition, sample() draws a random minibatch of them (random, so that
-    consecutive steps do not correlate). As the course tells it, D is a list of tuples:
+    """SimpleReplayBuffer with each frame stored once: the one train() uses (a first read can skip its body). A stack
+    of 4 frames shares 3 with the next, so the tuples keep each frame 8 times (4 obs, 4 next_obs): 56 GB for 1M
+    transitions, 7.1 GB here. Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the
+    action, reward and termination that followed it. Episode a has 5 frames, a0 to a4 (4 transitions); b follows:
 
-        D = collections.deque(maxlen=buffer_size)
-        D.append((obs, action, reward, next_obs, terminated))  # add()
-        minibatch = random.sample(D, batch_size)  # sample()
+        slot      0    1    2    3    4      5    6    7
+        frame     a0   a1   a2   a3   a4     b0   b1   b2
+        age       0    1    2    3    4      0    1    2
+        add()     1    1,2  2,3  3,4  4      5    5,6  6        (the add() calls that write the slot: 1st, 2nd...)
+        valid     yes  yes  yes  yes  never  yes  yes  not yet  (valid: a transition starts in the slot)
 
-    This class does the same with each frame stored once (a first read can skip its body): a stack of 4 frames
-    shares 3 with the next, so tuples would keep each frame 8 times (4 obs, 4 next_obs): 56 GB for 1M, not 7.1 GB.
-    Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
-    termination that followed it. An episode's first obs, from reset(), is its first frame 4 times (a0a0a0a0).
-    Here episode a has 5 frames, a0 to a4 (4 transitions), and episode b follows it:
-
-        slot     0    1    2    3    4      5    6    7
-        frame    a0   a1   a2   a3   a4     b0   b1   b2
-        age      0    1    2    3    4      0    1    2
-        valid    y    y    y    y    never  y    y    not yet   (valid: a transition starts in this slot)
-
-    add() writes obs's newest frame into slot pos, next_obs's into the slot after it, and moves pos on by one:
-        1st add(a0a0a0a0, next a0a0a0a1): a0 into slot 0 (now valid), a1 into slot 1 (not yet: no next frame)
-        2nd add(a0a0a0a1, next a0a0a1a2): a1 into slot 1 again (now valid), a2 into slot 2
-        4th add(a0a1a2a3, next a1a2a3a4, terminated): a3 into slot 3, a4 into slot 4, then end_episode() moves
-            pos past slot 4: a4 is a last frame, no transition starts there, and b0 goes into slot 5
-    sample() rebuilds obs from slot i and the 3 slots before it, not past its episode's first frame, which it
-    repeats as FrameStackObservation does (slot 2: a0a0a1a2; slot 6: b0b0b0b1); next_obs from slot i+1."""
+    An add() writes obs's newest frame into slot pos and next_obs's into the next slot, and moves pos on by one: the
+    next add() writes that frame again, as its own obs's newest. After a4, end_episode() moves pos past slot 4: a last
+    frame starts no transition. An episode's first obs, from reset(), is its first frame 4 times (a0a0a0a0). sample()
+    rebuilds obs from slot i and the 3 slots before it, not past its episode's first frame, which it repeats (slot 2:
+    a0a0a1a2; slot 6: b0b0b0b1), and next_obs from slot i+1."""
 
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
@@ -261,8 +271,7 @@ class ReplayBuffer:
         if terminated or truncated:  # a truncated episode is no terminal state: done is False, its value bootstraps
             self.end_episode()
 
-    def end_episode(self):
-        """next_obs's frame, in slot pos, is the episode's last: no later obs holds it, so the next add() skips it."""
+    def end_episode(self):  # slot pos holds the episode's last frame, in no later obs: the next add() skips it
         self.pos, self.size = (self.pos + 1) % len(self.frames), min(self.size + 1, len(self.frames))
         self.age = 0
 
@@ -272,19 +281,14 @@ class ReplayBuffer:
         while not self.valid[slots].all():
             redraw = ~self.valid[slots]
             slots[redraw] = self.rng.integers(self.size, size=redraw.sum())
-        return ReplayBatch(
-            observations=self.stacks(slots),
-            actions=torch.as_tensor(self.actions[slots], device=self.device).unsqueeze(1),
-            rewards=torch.as_tensor(self.rewards[slots], device=self.device),
-            next_observations=self.stacks((slots + 1) % len(self.frames)),
-            dones=torch.as_tensor(self.dones[slots], dtype=torch.float32, device=self.device),
-        )
+        next_slots = (slots + 1) % len(self.frames)  # next_obs: the stack of the next slot
+        columns = (self.stacks(slots), self.actions[slots, None], self.rewards[slots], self.stacks(next_slots),
+                   self.dones[slots].astype(np.float32))
+        return ReplayBatch(*(torch.as_tensor(column, device=self.device) for column in columns))
 
-    def stacks(self, slots):
-        """The stacks of 4 frames whose newest frame is in `slots`: 3, 2, 1 and 0 slots back, but not past the
-        episode's first frame (age 0)."""
+    def stacks(self, slots):  # the stacks of 4 frames whose newest frame is in `slots`
         back = np.minimum([3, 2, 1, 0], self.ages[slots, None])  # slots back: 3, 2, 1, 0; at age 1: 1, 1, 1, 0
-        return torch.as_tensor(self.frames[(slots[:, None] - back) % len(self.frames)], device=self.device)
+        return self.frames[(slots[:, None] - back) % len(self.frames)]
 
 
 def epsilon_greedy(q_network, obs, epsilon, n_actions, rng, device):
@@ -361,8 +365,7 @@ def train(args: Args, make_env=make_env):
         rb.add(obs, action, reward, next_obs, terminated, truncated)
         obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
 
-        # not in the course's pseudocode, as in the Nature paper: learning waits until D holds `learning_starts` steps
-        if global_step > args.learning_starts:
+        if global_step > args.learning_starts:  # not in the pseudocode (Nature paper): learning waits for a fuller D
             # 4. every `train_frequency` (4) steps, not every step: a gradient step on a random minibatch of D
             if global_step % args.train_frequency == 0:
                 batch = rb.sample(args.batch_size)
@@ -370,7 +373,6 @@ def train(args: Args, make_env=make_env):
                 if global_step % 100 == 0:
                     run.writer.add_scalar("losses/td_loss", loss, global_step)
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
-
             # 5. every C = `target_network_frequency` environment steps: copy the Q-network into the target network
             if global_step % args.target_network_frequency == 0:
                 target_network.load_state_dict(q_network.state_dict())
@@ -492,8 +494,7 @@ class Run:
         self.start_time, self.last_line = time.time(), 0.0  # a first progress line at step 1000
         self.handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def request_stop(self, signum, frame):
-        """Ctrl-C or SIGTERM: the loop stops after its step and the run ends as usual; a second Ctrl-C stops at once."""
+    def request_stop(self, signum, frame):  # Ctrl-C or SIGTERM: the run ends after this step; a second Ctrl-C: at once
         self.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -555,8 +556,7 @@ class Run:
             raise UsageError(f"cannot write {path} ({e.strerror}): free some disk, or lower --buffer-size")
         self.checkpoint_step = global_step
 
-    def end(self, global_step, eval_returns):
-        """The logs closed; the last lines say what the run left and how to go on."""
+    def end(self, global_step, eval_returns):  # the logs closed; the last lines say what the run left, how to go on
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
         self.writer.close()

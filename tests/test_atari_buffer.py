@@ -9,8 +9,9 @@ import dqn_atari
 from games import EpisodesGame
 
 
-def play(rb, steps, seed=0):
-    """Play EpisodesGame as train() does (explicit reset at an episode's end) into rb; returns every transition."""
+def play(rb, steps, seed=0, also=None):
+    """Play EpisodesGame as train() does (explicit reset at an episode's end) into rb (and `also`); returns every
+    transition."""
     env = gym.wrappers.FrameStackObservation(EpisodesGame(0), 4)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -18,7 +19,8 @@ def play(rb, steps, seed=0):
     for _ in range(steps):
         action = int(rng.integers(3))
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        rb.add(obs, action, reward, next_obs, terminated, truncated)
+        for buffer in (rb, also) if also else (rb,):
+            buffer.add(obs, action, reward, next_obs, terminated, truncated)
         seen[obs.tobytes() + next_obs.tobytes()] = (action, reward, float(terminated))
         obs = next_obs
         if terminated or truncated:
@@ -42,6 +44,22 @@ def test_replay_buffer_returns_exactly_what_the_agent_saw():
         drawn.add(key)
     assert len(drawn) >= 30, "the draws cover the ring's transitions"
     assert batch.observations.dtype == torch.uint8 and batch.actions.shape == (3000, 1)
+
+
+def test_it_draws_what_the_courses_deque_of_the_same_size_holds():
+    """ReplayBuffer is SimpleReplayBuffer with each frame stored once: its ring holds the newest transitions, a subset
+    of what the deque of as many transitions holds, and both give the same batches: dtypes, shapes, values."""
+    rb, deque = dqn_atari.ReplayBuffer(60, torch.device("cpu"), 0), dqn_atari.SimpleReplayBuffer(60, torch.device("cpu"), 0)
+    play(rb, 400, also=deque)
+    held = {o.tobytes() + n.tobytes(): (a, r, float(d)) for o, a, r, n, d in deque.memory}
+    frame_once, course = rb.sample(2000), deque.sample(2000)
+    for batch in (frame_once, course):
+        for i in range(2000):
+            key = batch.observations[i].numpy().tobytes() + batch.next_observations[i].numpy().tobytes()
+            assert held[key] == (int(batch.actions[i, 0]), float(batch.rewards[i]), float(batch.dones[i])), f"draw {i}"
+    for field, a, b in zip(frame_once._fields, frame_once, course):
+        assert a.dtype == b.dtype and a.shape == b.shape, field
+    assert len(set(map(bytes, course.observations.numpy()))) > 40, "the deque's draws cover its transitions"
 
 
 def test_sample_takes_only_complete_transitions():

@@ -129,6 +129,13 @@ def test_learns_to_pick_the_side_of_the_square(algo, tmp_path):
     assert accuracy >= 0.9, f"the greedy policy picks the right side on only {accuracy:.0%} of fresh frames"
 
 
+def test_the_courses_deque_can_replace_the_replay_buffer(tmp_path, monkeypatch):
+    """SimpleReplayBuffer's docstring: put in place of ReplayBuffer, train() runs and learns as well."""
+    monkeypatch.setattr(dqn_atari, "ReplayBuffer", dqn_atari.SimpleReplayBuffer)
+    _, accuracy = train_on_side_game(dqn_atari, tmp_path, make_side_game)
+    assert accuracy >= 0.9, f"the greedy policy picks the right side on only {accuracy:.0%} of fresh frames"
+
+
 # a short real Atari run, twice
 SPACE_INVADERS_RUN = dict(
     env_id="SpaceInvadersNoFrameskip-v4", total_timesteps=2000, learning_starts=500, buffer_size=2000, batch_size=8,
