@@ -96,22 +96,22 @@ class Args:
 
 # ENVIRONMENT: the game as the agent sees it
 def make_env(env_id, seed, video_folder=None, training=True):
-    """The game inside wrappers, each changing what step() and reset() return. Outermost first: env.step() goes
-    down this list to the game, and what the game returns comes back up through each of them.
+    """The game inside wrappers, built from the inside out in this order; each changes what step() and reset() return.
+    env.step() enters at the last one and goes up the list to the game; what the game returns comes back down.
 
-        FrameStackObservation    frame stacking: the last 4 frames                   the course
-        TransformReward          training: each reward becomes its sign, -1, 0, +1   the Nature paper
-        FireResetEnv             presses FIRE to start the games that wait for it    the Nature paper
-        EpisodicLifeEnv          training: a lost life ends the episode              the Nature paper
-        AtariPreprocessing       84x84 grayscale frames, 4 frames per agent step     the course
-        RecordEpisodeStatistics  the real game score, for the logs"""
+        RecordEpisodeStatistics  the real game score, for the logs
+        AtariPreprocessing       84x84 grayscale frames                                 the course
+                                 each action repeated for 4 frames (not the stack)      the Nature paper
+        EpisodicLifeEnv          training: a lost life ends the episode                 the Nature paper
+        FireResetEnv             presses FIRE to start the games that wait for it       the Nature paper
+        TransformReward          training: each reward becomes its sign, -1, 0 or +1    the Nature paper
+        FrameStackObservation    frame stacking: the last 4 frames                      the course"""
     env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # each Atari frame
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # an agent step (what --total-timesteps counts) repeats its action for 4 frames and shows the max of the last
-    # two (flicker); 1 to 30 no-ops at a reset: games do not all begin alike
+    # an agent step (what --total-timesteps counts) shows the max of its last 2 frames; 1 to 30 no-ops at a reset
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -153,8 +153,8 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 
 class FireResetEnv(gym.Wrapper):
-    """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still.
-    reset() presses it; a lost life ends training's episode (reset() follows), and in evaluation step() presses it."""
+    """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still. After a
+    lost life: in training EpisodicLifeEnv (beneath) ends the episode, so reset() here presses; in evaluation step()."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -311,8 +311,8 @@ def compute_td_target(q_network, target_network, batch, gamma):
     # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
     with torch.no_grad():
         # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
-        # DQN: the target network both picks the best next action and values it (the max);
-        # q_network is not used here: Double DQN uses it to pick the action
+        # DQN: the target network (the pseudocode's Q-hat) both picks the best next action and values it (the max);
+        # q_network is unused here, in the signature so that ddqn_atari.py differs in this block alone
         target_max, _ = target_network(batch.next_observations).max(dim=1)
         # --- end of the TD target block ---
         return batch.rewards + gamma * target_max * (1 - batch.dones)
@@ -373,7 +373,7 @@ def train(args: Args, make_env=make_env):
                 if global_step % 100 == 0:
                     run.writer.add_scalar("losses/td_loss", loss, global_step)
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
-            # 5. every C = `target_network_frequency` environment steps: copy the Q-network into the target network
+            # 5. every C = `target_network_frequency` env steps, once learning runs: copy the Q-network into the target
             if global_step % args.target_network_frequency == 0:
                 target_network.load_state_dict(q_network.state_dict())
 
