@@ -96,8 +96,8 @@ class Args:
 
 # ENVIRONMENT: the game as the agent sees it
 def make_env(env_id, seed, video_folder=None, training=True):
-    """The game inside wrappers, built from the inside out in this order; each changes what step() and reset() return.
-    env.step() enters at the last one and goes up the list to the game; what the game returns comes back down.
+    """The game inside wrappers, each wrapping the one listed before it and changing what step() and reset() return:
+    FrameStackObservation.step() calls TransformReward.step(), which calls FireResetEnv.step(), ... down to the game.
 
         RecordEpisodeStatistics  the real game score, for the logs
         AtariPreprocessing       84x84 grayscale frames                                 the course
@@ -111,7 +111,7 @@ def make_env(env_id, seed, video_folder=None, training=True):
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # an agent step (what --total-timesteps counts) shows the max of its last 2 frames; 1 to 30 no-ops at a reset
+    # an agent step (--total-timesteps counts them) shows the max of its last 2 frames (sprites flicker); no-ops: 1-30
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -154,7 +154,7 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 class FireResetEnv(gym.Wrapper):
     """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still. After a
-    lost life: in training EpisodicLifeEnv (beneath) ends the episode, so reset() here presses; in evaluation step()."""
+    lost life: in training the inner EpisodicLifeEnv ends the episode, so reset() here presses; in evaluation step()."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -271,7 +271,7 @@ class ReplayBuffer:
         if terminated or truncated:  # a truncated episode is no terminal state: done is False, its value bootstraps
             self.end_episode()
 
-    def end_episode(self):  # slot pos holds the episode's last frame, in no later obs: the next add() skips it
+    def end_episode(self):  # the episode's last frame, in slot pos, starts no transition: the next add() goes past it
         self.pos, self.size = (self.pos + 1) % len(self.frames), min(self.size + 1, len(self.frames))
         self.age = 0
 
@@ -321,7 +321,7 @@ def compute_td_target(q_network, target_network, batch, gamma):
 def gradient_step(q_network, target_network, optimizer, batch, gamma):
     """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and mean Q(s, a)."""
     td_target = compute_td_target(q_network, target_network, batch, gamma)
-    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(s, a): row b's column actions[b]
+    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(phi_j, a_j): row b's column actions[b]
     loss = F.mse_loss(q_sa, td_target)
     optimizer.zero_grad()
     loss.backward()
@@ -336,7 +336,7 @@ def train(args: Args, make_env=make_env):
     args, device = run.args, run.device  # (with --resume, the run's saved args)
 
     env = make_env(args.env_id, args.seed, run.video_folder)
-    rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D
+    rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D (or: SimpleReplayBuffer)
     # Initialize the Q-network with random weights, and the target network (the fixed Q-target) as its copy
     q_network = QNetwork(env.action_space.n).to(device)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 7x faster on CPUs
@@ -365,7 +365,7 @@ def train(args: Args, make_env=make_env):
         rb.add(obs, action, reward, next_obs, terminated, truncated)
         obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
 
-        if global_step > args.learning_starts:  # not in the pseudocode (Nature paper): learning waits for a fuller D
+        if global_step > args.learning_starts:  # not in the course's pseudocode: the Nature paper's replay start size
             # 4. every `train_frequency` (4) steps, not every step: a gradient step on a random minibatch of D
             if global_step % args.train_frequency == 0:
                 batch = rb.sample(args.batch_size)
