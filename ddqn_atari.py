@@ -75,7 +75,7 @@ class Args:
     learning_rate: float = 1e-4
     """the learning rate of the optimizer"""
     buffer_size: int = 1_000_000
-    """the replay memory buffer size (1M frames: about 7.1 GB)"""
+    """the replay memory buffer size (1M transitions: about 7.1 GB)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     target_network_frequency: int = 1000
@@ -315,7 +315,7 @@ def compute_td_target(q_network, target_network, batch, gamma):
         next_actions = q_network(batch.next_observations).argmax(dim=1, keepdim=True)
         target_max = target_network(batch.next_observations).gather(1, next_actions).squeeze(1)
         # --- end of the TD target block ---
-        return batch.rewards + gamma * target_max * (1 - batch.dones)
+        return batch.rewards + gamma * target_max * (1 - batch.dones)  # (1 - dones): y = r at a terminal step
 
 
 def gradient_step(q_network, target_network, optimizer, batch, gamma):
@@ -349,7 +349,7 @@ def train(args: Args, make_env=make_env):
     if args.resume:  # TRY NOT TO MODIFY: --resume only, puts all of them back as saved (skip on a first read)
         global_step = run.restore(learner)
 
-    # the pseudocode's "for each episode" and "for each step" as one loop over steps: 6. starts each new episode
+    # the pseudocode's "for each episode" and "for each step" as one loop over steps; a new episode: step 6, below
     obs, _ = env.reset(seed=args.seed + global_step)  # the first game (a resumed run: another seed, another game)
     while global_step < args.total_timesteps and not run.stop_requested:
         # 1. ALGO LOGIC: an epsilon-greedy action, epsilon decaying from start-e to end-e

@@ -223,10 +223,10 @@ def test_a_copy_with_a_dueling_head_evaluates_and_watches_its_model(tmp_path, mo
     assert len(my_dqn.eval_only(my_dqn.Args(eval_only=str(path), eval_episodes=1, cuda=False))) == 1
     with pytest.raises(dqn_atari.UsageError, match="saved by my_dqn.py, does not fit the QNetwork of dqn_atari.py"):
         dqn_atari.load_model(str(path), torch.device("cpu"))
-    gap = watch.main([str(path), "--script", "my_dqn.py", "--games", "1", "--max-steps", "30"])
+    gap = watch.main([str(path), "--script", "my_dqn.py", "--games", "1"])
     assert gap is None and "game 1:" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        watch.main([str(path), "--games", "1", "--max-steps", "30"])
+        watch.main([str(path), "--games", "1"])
     assert exit_info.value.code == 2 and "--script" in capsys.readouterr().err
 
 
@@ -281,7 +281,7 @@ def test_watch_downloads_a_model_from_a_hub_repo_and_eval_only_says_how(tmp_path
     dqn_atari.save_model(repo / "dqn_atari.pt", dqn_atari.QNetwork(6), dqn_atari.Args(seed=2), 6)
     calls = serve_as_hub_repo(monkeypatch, repo)
     monkeypatch.chdir(tmp_path)
-    assert watch.main(["tester/SpaceInvaders-dqn", "--games", "1", "--max-steps", "30", "--no-cuda"]) is None
+    assert watch.main(["tester/SpaceInvaders-dqn", "--games", "1", "--no-cuda"]) is None
     assert calls == [("list", "tester/SpaceInvaders-dqn"), ("download", "tester/SpaceInvaders-dqn", "dqn_atari.pt")]
     assert "game 1:" in capsys.readouterr().out
     with pytest.raises(dqn_atari.UsageError, match="hf download tester/SpaceInvaders-dqn --local-dir"):
