@@ -111,7 +111,8 @@ def make_env(env_id, seed, video_folder=None, training=True):
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # an agent step (--total-timesteps counts them) shows the max of its last 2 frames (sprites flicker); no-ops: 1-30
+    # each agent step (what --total-timesteps counts) shows the pixel max of its last 2 frames: sprites flicker;
+    # a reset plays 1 to 30 no-op actions, so that games do not all start the same way
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -228,22 +229,21 @@ class SimpleReplayBuffer:
 
 
 class ReplayBuffer:
-    """SimpleReplayBuffer with each frame stored once: the one train() uses (a first read can skip its body). A stack
-    of 4 frames shares 3 with the next, so the tuples keep each frame 8 times (4 obs, 4 next_obs): 56 GB for 1M
-    transitions, 7.1 GB here. Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the
-    action, reward and termination that followed it. Episode a has 5 frames, a0 to a4 (4 transitions); b follows:
+    """SimpleReplayBuffer with each frame stored once: the one train() uses (a first read can skip its body). obs
+    a0a1a2a3 and next_obs a1a2a3a4 share 3 frames, and the next transition shares 3 more: the deque's tuples keep
+    each frame 8 times, 56 GB for 1M transitions. Here each frame has one slot: 7.1 GB. Slot i holds the newest frame
+    of an obs, its place in its episode (`ages`), and the action, reward and termination that followed it.
 
-        slot      0    1    2    3    4      5    6    7
+        slot      0    1    2    3    4      5    6    7       (episode a: 5 frames, 4 transitions; then b)
         frame     a0   a1   a2   a3   a4     b0   b1   b2
         age       0    1    2    3    4      0    1    2
-        add()     1    1,2  2,3  3,4  4      5    5,6  6        (the add() calls that write the slot: 1st, 2nd...)
-        valid     yes  yes  yes  yes  never  yes  yes  not yet  (valid: a transition starts in the slot)
+        valid     yes  yes  yes  yes  never  yes  yes  not yet   (valid: a transition starts in the slot)
 
-    An add() writes obs's newest frame into slot pos and next_obs's into the next slot, and moves pos on by one: the
-    next add() writes that frame again, as its own obs's newest. After a4, end_episode() moves pos past slot 4: a last
-    frame starts no transition. An episode's first obs, from reset(), is its first frame 4 times (a0a0a0a0). sample()
-    rebuilds obs from slot i and the 3 slots before it, not past its episode's first frame, which it repeats (slot 2:
-    a0a0a1a2; slot 6: b0b0b0b1), and next_obs from slot i+1."""
+    An add() writes obs's newest frame into slot pos and next_obs's newest into slot pos + 1, then moves pos on to
+    pos + 1, where the next add() writes that same frame again. Slot 4, a4, is a last frame: no obs ends with it, so
+    no transition starts there (never valid), and end_episode() moves pos past it. Slot 7, b2, waits for the next
+    step (not valid yet). sample() rebuilds obs from slot i and the 3 slots before it, not past the episode's first
+    frame, which it repeats as reset() does (slot 2: a0a0a1a2; slot 6: b0b0b0b1), and next_obs from slot i+1."""
 
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
@@ -263,8 +263,8 @@ class ReplayBuffer:
         self.actions[i], self.rewards[i], self.dones[i] = action, reward, terminated
         self.valid[i] = True
         self.frames[after], self.ages[after] = next_obs[-1], self.age + 1  # next_obs's newest frame
-        # not valid: slot i+1 (its next frame is still to come), and, once the ring is full, slots i+2 to i+4, the
-        # oldest: their stacks reach 3 slots back, into slots i and i+1, which now hold this episode's frames
+        # slot i+1 is not valid yet (its next frame is to come), and once the ring is full the oldest slots, i+2 to i+4,
+        # are valid no more: their stacks reach up to 3 slots back, into slots i and i+1, which now hold new frames
         self.valid[(i + np.arange(1, 5)) % len(self.frames)] = False
         self.pos, self.size = after, min(self.size + 1, len(self.frames))
         self.age += 1
