@@ -101,7 +101,7 @@ def make_env(env_id, seed, video_folder=None, training=True):
 
         RecordEpisodeStatistics  the real game score, for the logs
         AtariPreprocessing       84x84 grayscale frames                                 the course
-                                 each action repeated for 4 frames (not the stack)      the Nature paper
+                                 frame skipping: an action every 4th frame              the Nature paper
         EpisodicLifeEnv          training: a lost life ends the episode                 the Nature paper
         FireResetEnv             presses FIRE to start the games that wait for it       the Nature paper
         TransformReward          training: each reward becomes its sign, -1, 0 or +1    the Nature paper
@@ -154,8 +154,8 @@ class EpisodicLifeEnv(gym.Wrapper):
 
 
 class FireResetEnv(gym.Wrapper):
-    """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still. After a
-    lost life: in training the inner EpisodicLifeEnv ends the episode, so reset() here presses; in evaluation step()."""
+    """Press FIRE to start: games like Breakout wait for it, and an agent yet to learn it would stand still.
+    Training: a lost life ends the episode, so reset() presses FIRE. Evaluation: the game goes on, so step() does."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -229,22 +229,21 @@ class SimpleReplayBuffer:
 
 
 class ReplayBuffer:
-    """SimpleReplayBuffer with each frame stored once: the one train() uses (a first read can skip its body). obs
-    a0a1a2a3 and next_obs a1a2a3a4 share 3 frames, and the next transition shares 3 more: the deque's tuples keep
-    each frame 8 times, 56 GB for 1M transitions. Here each frame has one slot: 7.1 GB. Slot i holds the newest frame
-    of an obs, its place in its episode (`ages`), and the action, reward and termination that followed it.
+    """SimpleReplayBuffer with each frame stored once, the one train() uses (a first read can skip its body): the
+    deque's tuples keep each frame 8 times (obs a0a1a2a3 and next_obs a1a2a3a4 share 3), 56 GB for 1M; here 7.1 GB."""
 
-        slot      0    1    2    3    4      5    6    7       (episode a: 5 frames, 4 transitions; then b)
-        frame     a0   a1   a2   a3   a4     b0   b1   b2
-        age       0    1    2    3    4      0    1    2
-        valid     yes  yes  yes  yes  never  yes  yes  not yet   (valid: a transition starts in the slot)
-
-    An add() writes obs's newest frame into slot pos and next_obs's newest into slot pos + 1, then moves pos on to
-    pos + 1, where the next add() writes that same frame again. Slot 4, a4, is a last frame: no obs ends with it, so
-    no transition starts there (never valid), and end_episode() moves pos past it. Slot 7, b2, waits for the next
-    step (not valid yet). sample() rebuilds obs from slot i and the 3 slots before it, not past the episode's first
-    frame, which it repeats as reset() does (slot 2: a0a0a1a2; slot 6: b0b0b0b1), and next_obs from slot i+1."""
-
+    # Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
+    # termination that followed it. Episode a: 5 frames, 4 transitions; then episode b:
+    #
+    #     slot      0    1    2    3    4      5    6    7
+    #     frame     a0   a1   a2   a3   a4     b0   b1   b2
+    #     age       0    1    2    3    4      0    1    2
+    #     valid     yes  yes  yes  yes  never  yes  yes  not yet   (valid: a transition starts in the slot)
+    # An add() writes obs's newest frame into slot pos and next_obs's newest into slot pos + 1, then moves pos on to
+    # pos + 1, where the next add() writes that same frame again. Slot 4, a4, is a last frame: no obs ends with it, so
+    # no transition starts there (never valid), and end_episode() moves pos past it. Slot 7, b2, waits for the next
+    # step (not valid yet). sample() rebuilds obs from slot i and the 3 slots before it, not past the episode's first
+    # frame, which it repeats as reset() does (slot 2: a0a0a1a2; slot 6: b0b0b0b1), and next_obs from slot i+1.
     def __init__(self, buffer_size, device, seed, frame_shape=(84, 84)):
         self.frames = np.zeros((buffer_size, *frame_shape), dtype=np.uint8)
         self.ages = np.zeros(buffer_size, dtype=np.int32)
@@ -321,7 +320,8 @@ def compute_td_target(q_network, target_network, batch, gamma):
 def gradient_step(q_network, target_network, optimizer, batch, gamma):
     """One gradient descent step on the squared TD error (Q-target - Q(s, a))^2; returns the loss and mean Q(s, a)."""
     td_target = compute_td_target(q_network, target_network, batch, gamma)
-    q_sa = q_network(batch.observations).gather(1, batch.actions).squeeze(1)  # Q(phi_j, a_j): row b's column actions[b]
+    q_values = q_network(batch.observations)  # (B, n_actions): every action's Q-value, for each transition
+    q_sa = q_values.gather(1, batch.actions).squeeze(1)  # Q(phi_j, a_j), (B,): of row b, the column actions[b]
     loss = F.mse_loss(q_sa, td_target)
     optimizer.zero_grad()
     loss.backward()
