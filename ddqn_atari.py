@@ -230,7 +230,7 @@ class SimpleReplayBuffer:
 
 class ReplayBuffer:
     """SimpleReplayBuffer with each frame stored once, the one train() uses (a first read can skip its body): the
-    deque's tuples keep each frame 8 times (obs a0a1a2a3 and next_obs a1a2a3a4 share 3), 56 GB for 1M; here 7.1 GB."""
+    deque's tuples keep each frame 8 times (it sits in 4 obs and 4 next_obs stacks), 56 GB for 1M; here 7.1 GB."""
 
     # Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
     # termination that followed it. Episode a: 5 frames, 4 transitions; then episode b:
@@ -339,9 +339,9 @@ def train(args: Args, make_env=make_env):
     rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D (or: SimpleReplayBuffer)
     # Initialize the Q-network with random weights, and the target network (the fixed Q-target) as its copy
     q_network = QNetwork(env.action_space.n).to(device)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 7x faster on CPUs
     target_network = QNetwork(env.action_space.n).to(device)
     target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # fused: 7x faster on CPUs
     rng = np.random.default_rng(args.seed)  # the draws of epsilon-greedy
     exploration_steps = args.exploration_fraction * args.total_timesteps  # epsilon decays over these first steps
     global_step = 0
