@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
@@ -87,6 +88,7 @@ def main():
         line = ax.plot(steps, [measured[s]["q"] for s in steps], "o-", label=f"{name}: estimate, mean Q(s, a)")
         ax.plot(steps, [measured[s]["return"] for s in steps], "s--", color=line[0].get_color(),
                 label=f"{name}: truth, the discounted return")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     ax.set_xlabel("environment steps of training")
     ax.set_ylabel(f"value (clipped rewards), {opts.games} games per point")
     ax.set_title(opts.title)
