@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
@@ -65,14 +66,20 @@ def main():
         ax.fill_between(grid, values.min(axis=0), values.max(axis=0), color=line[0].get_color(), alpha=0.2)
         for steps, points in evals[script]:  # each evaluation as it was: no smoothing
             ax.plot(steps, points, "o--", color=line[0].get_color(), label=f"{script}: {opts.eval_tag}")
+    save(fig, ax, f"{opts.tag} (mean of {opts.window} points)", opts.title or opts.env_id, opts.out)
+
+
+def save(fig, ax, ylabel, title, out):
+    """The axes labelled (steps with thousands separators), the legend and grid drawn, the figure written."""
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"{opts.tag} (mean of {opts.window} points)")
-    ax.set_title(opts.title or opts.env_id)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(opts.out, dpi=120)
-    print(f"wrote {opts.out}")
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ that followed them (the truth), against the run's steps. Two lines per run, on o
     python dqn_atari.py --total-timesteps 1000000 --checkpoint-frequency 100000 &
     python benchmarks/keep_networks.py runs/<dqn_run>          # runs/<dqn_run>/networks/step-0100000.pt, ...
     (the same with ddqn_atari.py)
-    python benchmarks/plot_overestimation.py runs/<dqn_run> runs/<ddqn_run> --out docs/img/overestimation.png
+    python benchmarks/plot_overestimation.py runs/<dqn_run> runs/<ddqn_run> --out docs/img/overestimation.png \
+        --returns-out docs/img/training_return.png     # and the training return of both runs, on one plot
 
 Each network plays `python watch.py NETWORK --games 3 --seed 1`: the same games, from the same seeds, for every
 network of every run (epsilon 0.05; the return is that of training: clipped rewards, gamma, until a lost life).
@@ -21,11 +22,13 @@ import sys
 from pathlib import Path
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # plot_curves.py, beside this file
+import plot_curves  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent  # watch.py's folder
 # watch.py's last line: "over 3 games (N steps): mean Q(s, a) X, mean return Y, mean Q(s, a) - return Z (...)"
@@ -76,27 +79,31 @@ def main():
     parser.add_argument("--max-steps", type=int, default=0, help="cut each game after this many steps (0: whole games)")
     parser.add_argument("--title", default="Space Invaders: Q-value estimates against the true returns")
     parser.add_argument("--out", type=Path, default=Path("overestimation.png"))
+    parser.add_argument("--returns-out", type=Path, help="also draw the runs' training returns (charts/episodic_return)")
     opts = parser.parse_args()
     for run in opts.runs:
         if not run.is_dir():
             sys.exit(f"error: no run folder at {run}: pass runs/<run_name>")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = []
     for run in opts.runs:
         name, measured = measure_run(run, opts.games, opts.seed, opts.max_steps)
+        names.append(name)
         steps = sorted(measured)
         line = ax.plot(steps, [measured[s]["q"] for s in steps], "o-", label=f"{name}: estimate, mean Q(s, a)")
         ax.plot(steps, [measured[s]["return"] for s in steps], "s--", color=line[0].get_color(),
                 label=f"{name}: truth, the discounted return")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    ax.set_xlabel("environment steps of training")
-    ax.set_ylabel(f"value (clipped rewards), {opts.games} games per point")
-    ax.set_title(opts.title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(opts.out, dpi=120)
-    print(f"wrote {opts.out}")
+    plot_curves.save(fig, ax, f"value (clipped rewards), {opts.games} games per point", opts.title, opts.out)
+    if opts.returns_out:  # the training return of the same runs, on one plot
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for run, name in zip(opts.runs, names):
+            curve = plot_curves.load_curve(run, "charts/episodic_return", 20)
+            if curve is None:
+                sys.exit(f"error: no charts/episodic_return in {run}: pass the run folders that training wrote")
+            ax.plot(*curve, label=name)
+        plot_curves.save(fig, ax, "training return, whole games (mean of 20)", "Space Invaders: training return",
+                         opts.returns_out)
 
 
 if __name__ == "__main__":

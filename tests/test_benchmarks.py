@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from helpers import load_benchmark
 
@@ -129,14 +130,19 @@ def test_plot_overestimation_measures_each_kept_network_once_on_the_same_games(t
                                f"{step / 1e5:.3f}, mean return 0.250, mean Q(s, a) - return +0.750 (return: ...)\n")
 
     monkeypatch.setattr(plot.subprocess, "run", watch)
+    with SummaryWriter(str(run)) as writer:  # the run's training returns, for the second plot
+        for step, episodic_return in ((1_000, 150.0), (2_000, 190.0), (3_000, 240.0)):
+            writer.add_scalar("charts/episodic_return", episodic_return, step)
     for _ in range(2):  # the second call draws from what the first measured
-        monkeypatch.setattr(sys, "argv", ["plot_overestimation.py", str(run), "--out", str(tmp_path / "o.png")])
+        monkeypatch.setattr(sys, "argv", ["plot_overestimation.py", str(run), "--out", str(tmp_path / "o.png"),
+                                          "--returns-out", str(tmp_path / "r.png")])
         plot.main()
     assert [Path(c[2]).name for c in commands] == ["step-0100000.pt", "step-0200000.pt"]
     assert all(c[1].endswith("watch.py") and c[3:] == ["--games", "3", "--seed", "1", "--max-steps", "0"] for c in commands)
     measured = json.loads((run / "networks" / "overestimation.json").read_text())["games=3 seed=1 max_steps=0"]
     assert measured == {"100000": {"q": 1.0, "return": 0.25, "steps": 512}, "200000": {"q": 2.0, "return": 0.25, "steps": 512}}
     assert (tmp_path / "o.png").stat().st_size > 10_000 and "Double DQN" in capsys.readouterr().out  # named by its script
+    assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
 def test_plot_overestimation_without_kept_networks_says_how_to_keep_them(tmp_path, monkeypatch):
