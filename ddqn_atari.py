@@ -128,8 +128,8 @@ def make_env(env_id, seed, video_folder=None, training=True):
 
 # The Nature paper's extras, not in the course: a first read can skip to the network
 class EpisodicLifeEnv(gym.Wrapper):
-    """Training only: a lost life ends the episode for the agent (its value does not bootstrap past a death),
-    while the game itself resets only at game over. Evaluation plays full games."""
+    """Training only: a lost life ends the episode for the agent (so the TD target at a death is the reward alone),
+    while the game itself goes on and resets only at game over. Evaluation plays full games."""
 
     lives, game_over = 0, True  # before the first reset(): a new game
 
@@ -145,7 +145,7 @@ class EpisodicLifeEnv(gym.Wrapper):
     def reset(self, **kwargs):
         if self.game_over:
             obs, info = self.env.reset(**kwargs)
-        else:  # a life was lost, not the game: play on; one no-op step gives the observation reset() returns
+        else:  # a life was lost, not the game: play on. reset() must return an observation: one no-op step gives it
             obs, _, terminated, truncated, info = self.env.step(0)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
