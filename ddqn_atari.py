@@ -188,9 +188,9 @@ class QNetwork(nn.Module):
     def __init__(self, n_actions):
         super().__init__()
         self.network = nn.Sequential(  # the Nature paper's: 3 convolutions, then 2 fully connected layers
-            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),  # 4x84x84 -> 32x20x20
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),  # -> 64x9x9
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),  # -> 64x7x7
+            nn.Conv2d(4, 32, kernel_size=8, stride=4), nn.ReLU(),  # 4 stacked frames, 84x84 -> 32 channels, 20x20
+            nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),  # -> 64x9x9
+            nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),  # -> 64x7x7
             nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),  # 3136 = 64 * 7 * 7
             nn.Linear(512, n_actions),  # one Q-value per action
         )  # fmt: skip
@@ -363,7 +363,7 @@ def train(args: Args, make_env=make_env):
 
         # 3. store the transition in the replay memory D
         rb.add(obs, action, reward, next_obs, terminated, truncated)
-        obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+        obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook (else the agent acts on an old state)
 
         if global_step > args.learning_starts:  # not in the course's pseudocode: the Nature paper's replay start size
             # 4. every `train_frequency` (4) steps, not every step: a gradient step on a random minibatch of D
