@@ -1,13 +1,12 @@
-"""Deep Q-Learning on Atari games, in one file: the Deep Q-Network (DQN) of Unit 3 of the Hugging Face
-Deep RL course (Mnih et al. 2015, "Human-level control through deep reinforcement learning").
+"""Deep Q-Learning (DQN) on Atari games, in one file, as Unit 3 of the Hugging Face Deep RL course tells it.
 
     python dqn_atari.py --env-id SpaceInvadersNoFrameskip-v4 --track
 
 A convolutional network takes a stack of 4 preprocessed frames and outputs one Q-value per action; the agent
-acts epsilon-greedily on them. Two of the course's three fixes for stable training are here: experience replay
-and a fixed Q-target. The third, Double DQN, is ddqn_atari.py: this file with another TD target. One game, in
-the order of the course's pseudocode: act, step, store, learn, copy the target. Flags and TensorBoard tags are
-CleanRL's. Faster, with several games and the replay memory on the GPU: dqn_atari_fast.py.
+acts epsilon-greedily on them (Mnih et al. 2015). Of the course's three fixes for stable training, experience
+replay and a fixed Q-target are in both scripts; Double DQN (van Hasselt et al. 2016) is in ddqn_atari.py alone:
+this file with another TD target (`diff dqn_atari.py ddqn_atari.py`). One game, in the order of the course's
+pseudocode: act, step, store, learn, copy the target. CleanRL's flags and TensorBoard tags. Faster: dqn_atari_fast.py.
 """
 
 import collections
@@ -234,7 +233,6 @@ class ReplayBuffer:
 
     # Slot i holds the newest frame of an obs, its place in its episode (`ages`), and the action, reward and
     # termination that followed it. Episode a: 5 frames, 4 transitions; then episode b:
-    #
     #     slot      0    1    2    3    4      5    6    7
     #     frame     a0   a1   a2   a3   a4     b0   b1   b2
     #     age       0    1    2    3    4      0    1    2
@@ -310,8 +308,7 @@ def compute_td_target(q_network, target_network, batch, gamma):
     # no_grad: the target is a fixed number to regress to; gradients flow only through Q(s, a)
     with torch.no_grad():
         # --- TD target: the only block that differs between dqn_atari.py and ddqn_atari.py ---
-        # DQN: the max over a' of the target network's Q(s', a'), the pseudocode's max_a' Q-hat(phi_j+1, a'; theta-)
-        # (q_network is unused here: ddqn_atari.py's target uses it to pick the next action)
+        # DQN: max_a' Q-hat(phi_j+1, a'; theta-) of the pseudocode (q_network unused: ddqn_atari.py's target uses it)
         target_max, _ = target_network(batch.next_observations).max(dim=1)
         # --- end of the TD target block ---
         return batch.rewards + gamma * target_max * (1 - batch.dones)  # (1 - dones): y = r at a terminal step
@@ -347,7 +344,7 @@ def train(args: Args, make_env=make_env):
     global_step = 0
     learner = (q_network, target_network, optimizer, rng, rb)  # what a checkpoint keeps, with global_step
     if args.resume:  # TRY NOT TO MODIFY: --resume only, puts all of them back as saved (skip on a first read)
-        global_step = run.restore(learner)
+        global_step = restore_checkpoint(run, learner)
 
     # the pseudocode's "for each episode" and "for each step" as one loop over steps; a new episode: step 6, below
     obs, _ = env.reset(seed=args.seed + global_step)  # the first game (a resumed run: another seed, another game)
@@ -384,11 +381,11 @@ def train(args: Args, make_env=make_env):
 
         run.log(global_step, epsilon, info)  # a game's score when it ends; every 1000 steps: SPS, epsilon
         if args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0:
-            run.checkpoint(global_step, learner)  # what --resume goes on from
+            save_checkpoint(run, global_step, learner)  # what --resume goes on from
 
     # TRY NOT TO MODIFY: every run keeps what it learned: its last checkpoint, and the model
     env.close()
-    run.checkpoint(global_step, learner)
+    save_checkpoint(run, global_step, learner)
     save_model(run.model_path, q_network, args, env.action_space.n)
     eval_returns = []
     if args.save_model and args.eval_episodes > 0 and not run.stop_requested:  # CleanRL's flag: evaluate the model
@@ -498,28 +495,6 @@ class Run:
         self.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def restore(self, learner):
-        """--resume: the checkpoint into the networks, the optimizer, the exploration draws and the replay memory,
-        exactly as saved; returns its step. The episode in progress is cut: its last stored frame keeps its slot."""
-        q_network, target_network, optimizer, rng, rb = learner
-        try:
-            q_network.load_state_dict(self.state["q_network"])
-            target_network.load_state_dict(self.state["target_network"])
-            optimizer.load_state_dict(self.state["optimizer"])
-            for name, value in self.state["replay"].items():
-                if isinstance(value, torch.Tensor):
-                    getattr(rb, name)[: len(value)] = value.numpy()
-                elif name != "rng":
-                    setattr(rb, name, value)
-        except Exception as e:
-            raise UsageError(f"the checkpoint in '{self.dir}' does not fit this network or replay memory "
-                             f"({type(e).__name__}): start a new run instead") from None
-        rb.rng.bit_generator.state, rng.bit_generator.state = self.state["replay"]["rng"], self.state["rng"]
-        if rb.age > 0:
-            rb.end_episode()
-        print(f"resuming {self.name} at step {self.start_step:,}: the game starts a new episode")
-        return self.start_step
-
     def log(self, global_step, epsilon, info):
         if "episode" in info:  # a whole game ended, all its lives: its real score
             self.returns.append(float(info["episode"]["r"]))
@@ -535,27 +510,6 @@ class Run:
             print(f"global_step={global_step:,} SPS={sps} return={recent:.1f} epsilon={epsilon:.3f}", flush=True)
             self.last_line = time.time()
 
-    def checkpoint(self, global_step, learner):
-        """One file, written beside the last one and renamed over it: a kill at any moment leaves one whole checkpoint.
-        It keeps every array (its written part) and plain value of the replay memory: a field you add is kept too."""
-        if not self.args.checkpoint_frequency or global_step == self.checkpoint_step:
-            return
-        q_network, target_network, optimizer, rng, rb = learner
-        replay = {k: torch.from_numpy(v[: rb.size + 1]) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
-        replay.update({k: v for k, v in vars(rb).items() if isinstance(v, (int, bool))}, rng=rb.rng.bit_generator.state)
-        state = {"script": SCRIPT, "run_name": self.name, "args": asdict(self.args), "global_step": global_step,
-                 "wandb_id": self.wandb and self.wandb.id, "q_network": q_network.state_dict(),
-                 "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": rng.bit_generator.state, "replay": replay}
-        path = self.dir / "checkpoint.pt"
-        try:
-            torch.save(state, path.with_suffix(".tmp"))
-            os.replace(path.with_suffix(".tmp"), path)
-        except OSError as e:
-            path.with_suffix(".tmp").unlink(missing_ok=True)
-            raise UsageError(f"cannot write {path} ({e.strerror}): free some disk, or lower --buffer-size")
-        self.checkpoint_step = global_step
-
     def end(self, global_step, eval_returns):  # the logs closed; the last lines say what the run left, how to go on
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
@@ -570,6 +524,50 @@ class Run:
         checkpoint = f", the checkpoint of step {self.checkpoint_step:,} (for --resume)" if self.checkpoint_step else ""
         print(f"run folder {self.dir}: TensorBoard events{checkpoint}, the model {self.model_path.name}")
         return {"run_name": self.name, "model_path": str(self.model_path), "eval_returns": eval_returns}
+
+
+def save_checkpoint(run, global_step, learner):
+    """One file, written beside the last and renamed over it (a kill leaves one whole checkpoint); it keeps every
+    array and plain value of the replay memory, so a field you add to ReplayBuffer is kept too."""
+    if not run.args.checkpoint_frequency or global_step == run.checkpoint_step:
+        return
+    q_network, target_network, optimizer, rng, rb = learner
+    replay = {k: torch.from_numpy(v[: rb.size + 1]) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
+    replay.update({k: v for k, v in vars(rb).items() if isinstance(v, (int, bool))}, rng=rb.rng.bit_generator.state)
+    state = {"script": SCRIPT, "run_name": run.name, "args": asdict(run.args), "global_step": global_step,
+             "wandb_id": run.wandb and run.wandb.id, "q_network": q_network.state_dict(),
+             "target_network": target_network.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": rng.bit_generator.state, "replay": replay}
+    path = run.dir / "checkpoint.pt"
+    try:
+        torch.save(state, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+    except OSError as e:
+        path.with_suffix(".tmp").unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path} ({e.strerror}): free some disk, or lower --buffer-size")
+    run.checkpoint_step = global_step
+
+
+def restore_checkpoint(run, learner):
+    """--resume: networks, optimizer, draws and replay memory as saved; returns the step. The episode is cut."""
+    q_network, target_network, optimizer, rng, rb = learner
+    try:
+        q_network.load_state_dict(run.state["q_network"])
+        target_network.load_state_dict(run.state["target_network"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        for name, value in run.state["replay"].items():
+            if isinstance(value, torch.Tensor):
+                getattr(rb, name)[: len(value)] = value.numpy()
+            elif name != "rng":
+                setattr(rb, name, value)
+    except Exception as e:
+        raise UsageError(f"the checkpoint in '{run.dir}' does not fit this network or replay memory "
+                         f"({type(e).__name__}): start a new run instead") from None
+    rb.rng.bit_generator.state, rng.bit_generator.state = run.state["replay"]["rng"], run.state["rng"]
+    if rb.age > 0:
+        rb.end_episode()
+    print(f"resuming {run.name} at step {run.start_step:,}: the game starts a new episode")
+    return run.start_step
 
 
 def make_run_folder(args: Args):

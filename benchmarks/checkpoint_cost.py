@@ -29,12 +29,12 @@ def written_bytes():
 
 def checkpoint(module, run_dir, state, rb):
     written, start = written_bytes(), time.time()
-    if hasattr(module, "Run"):  # the pair: Run.checkpoint writes runs/<run>/checkpoint.pt, the loop waiting for it
+    if hasattr(module, "Run"):  # the pair: save_checkpoint writes runs/<run>/checkpoint.pt, the loop waiting for it
         run = SimpleNamespace(args=module.Args(checkpoint_frequency=1), checkpoint_step=None, name="benchmark",
                               dir=run_dir, wandb=None)
         q_network = module.QNetwork(6)
         optimizer = torch.optim.Adam(q_network.parameters())
-        module.Run.checkpoint(run, state["global_step"], (q_network, q_network, optimizer, np.random.default_rng(0), rb))
+        module.save_checkpoint(run, state["global_step"], (q_network, q_network, optimizer, np.random.default_rng(0), rb))
     else:
         module.save_checkpoint(run_dir, state, rb)
     blocked = time.time() - start
@@ -61,7 +61,8 @@ if __name__ == "__main__":
     if hasattr(module, "Run"):  # the pair: one game, numpy arrays
         rb = module.ReplayBuffer(args.buffer_size, torch.device("cpu"), seed=0)
         for first in range(0, args.buffer_size, 50_000):
-            rb.frames[first : first + 50_000] = (np.arange(first, first + 50_000) % 251).astype(np.uint8)[:, None, None]
+            last = min(first + 50_000, args.buffer_size)
+            rb.frames[first:last] = (np.arange(first, last) % 251).astype(np.uint8)[:, None, None]
         rb.valid[:], rb.size, rb.pos = True, args.buffer_size, int(0.6 * args.buffer_size)
         print(f"{args.script}: {args.buffer_size:,} frames filled in {time.time() - start:.0f} s", flush=True)
         run_dir = Path(args.folder)
@@ -75,7 +76,8 @@ if __name__ == "__main__":
     buffer = getattr(module, "CheckpointedReplayBuffer", module.ReplayBuffer)
     rb = buffer(args.buffer_size, 1, (84, 84), torch.device("cpu"), seed=0)
     for first in range(0, rb.capacity, 50_000):  # a full memory: every slot written, the ring at 60%
-        rb.frames[0, first : first + 50_000] = torch.arange(first, first + 50_000).remainder(251).to(torch.uint8)[:, None, None]
+        last = min(first + 50_000, rb.capacity)
+        rb.frames[0, first:last] = torch.arange(first, last).remainder(251).to(torch.uint8)[:, None, None]
     rb.valid[:] = True
     rb.filled, rb.pos = rb.capacity, np.array([int(0.6 * rb.capacity)])
     print(f"{args.script}: {rb.capacity:,} frames filled in {time.time() - start:.0f} s", flush=True)

@@ -6,8 +6,8 @@ format, for `--eval-only`, `watch.py` and benchmarks/plot_overestimation.py.
     python dqn_atari.py --total-timesteps 1000000 --checkpoint-frequency 100000 &
     python benchmarks/keep_networks.py runs/<run_name>      # runs/<run_name>/networks/step-0100000.pt, ...
 
-It stops when the run's model (runs/<run_name>/<exp_name>.pt) is written and its last checkpoint kept, or
-with Ctrl-C. Reading a checkpoint maps it (mmap): its replay memory is not read into memory.
+It stops when the run's model (runs/<run_name>/<exp_name>.pt) is written after it started watching and the
+last checkpoint is kept, or with Ctrl-C; a model left by an earlier stop of a resumed run does not count. Reading a checkpoint maps it (mmap): its replay memory is not read into memory.
 """
 
 import argparse
@@ -44,11 +44,11 @@ def main():
     if not opts.run_folder.is_dir():
         sys.exit(f"error: no run folder at {opts.run_folder}: pass runs/<run_name>")
     folder.mkdir(exist_ok=True)
-    seen = None
+    seen, started = None, time.time()
     while True:
         if checkpoint.exists() and checkpoint.stat().st_mtime != seen:
             seen = checkpoint.stat().st_mtime if keep(checkpoint, folder) is not None else None
-        models = [m for m in opts.run_folder.glob("*.pt") if m.name != "checkpoint.pt"]
+        models = [m for m in opts.run_folder.glob("*.pt") if m.name != "checkpoint.pt" and m.stat().st_mtime > started]
         if models and checkpoint.exists() and checkpoint.stat().st_mtime == seen:
             return  # the run ended: its model is saved, and its last checkpoint kept
         time.sleep(opts.every)

@@ -59,8 +59,8 @@ def test_resume_restores_the_checkpoint_exactly_and_goes_on(first_leg, tmp_path,
     def clone(network):  # the weights now: the run trains on after this
         return {key: value.clone() for key, value in network.state_dict().items()}
 
-    dqn_atari_restore = dqn_atari.Run.restore
-    monkeypatch.setattr(dqn_atari.Run, "restore", restore)
+    dqn_atari_restore = dqn_atari.restore_checkpoint
+    monkeypatch.setattr(dqn_atari, "restore_checkpoint", restore)
     result = dqn_atari.train(dqn_atari.Args(resume=resume, total_timesteps=900))
     assert "resuming" in capsys.readouterr().out
     for key, value in saved["q_network"].items():
