@@ -102,16 +102,16 @@ def make_env(env_id, seed, video_folder=None, training=True):
         AtariPreprocessing       84x84 grayscale frames                                 the course
                                  frame skipping: an action every 4th frame              the Nature paper
         EpisodicLifeEnv          training: a lost life ends the episode                 the Nature paper
-        FireResetEnv             presses FIRE to start the games that wait for it       the Nature paper
+        FireResetEnv             presses FIRE to start the games that wait for it       OpenAI's baselines
         TransformReward          training: each reward becomes its sign, -1, 0 or +1    the Nature paper
         FrameStackObservation    frame stacking: the last 4 frames                      the course"""
-    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # each Atari frame
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_folder else None)  # every frame: skipped below
     if video_folder:
         env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
     # innermost, so `charts/episodic_return` is the real game score: all lives, rewards unclipped
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    # each agent step (what --total-timesteps counts) shows the pixel max of its last 2 frames: sprites flicker;
-    # a reset plays 1 to 30 no-op actions, so that games do not all start the same way
+    # an agent step (what --total-timesteps counts) is 4 frames, seen as the pixel max of the last 2 (some sprites
+    # are drawn every other frame only); a reset plays 1 to 30 no-op actions, so games do not all start alike
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     if training:
         env = EpisodicLifeEnv(env)
@@ -121,11 +121,11 @@ def make_env(env_id, seed, video_folder=None, training=True):
         env = gym.wrappers.TransformReward(env, np.sign)
     # frame stacking: one frame cannot show motion (the temporal limitation), four can
     env = gym.wrappers.FrameStackObservation(env, 4)
-    env.action_space.seed(seed)
+    env.action_space.seed(seed)  # for an action_space.sample() of yours: epsilon_greedy() draws from its own rng
     return env
 
 
-# The Nature paper's extras, not in the course: a first read can skip to the network
+# The Nature paper's extras (FIRE: baselines'), not in the course: a first read can skip to the network
 class EpisodicLifeEnv(gym.Wrapper):
     """Training only: a lost life ends the episode for the agent (so the TD target at a death is the reward alone),
     while the game itself goes on and resets only at game over. Evaluation plays full games."""
@@ -333,7 +333,7 @@ def train(args: Args, make_env=make_env):
     args, device = run.args, run.device  # (with --resume, the run's saved args)
 
     env = make_env(args.env_id, args.seed, run.video_folder)
-    rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize the replay memory D (or: SimpleReplayBuffer)
+    rb = ReplayBuffer(args.buffer_size, device, args.seed)  # Initialize replay memory D (SimpleReplayBuffer's batches)
     # Initialize the Q-network with random weights, and the target network (the fixed Q-target) as its copy
     q_network = QNetwork(env.action_space.n).to(device)
     target_network = QNetwork(env.action_space.n).to(device)
@@ -353,8 +353,8 @@ def train(args: Args, make_env=make_env):
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         action = epsilon_greedy(q_network, obs, epsilon, env.action_space.n, rng, device)
 
-        # 2. play it: the reward, the next stack of frames (phi: make_env's wrappers), whether the episode ended:
-        #    terminated (a terminal state, value 0) or truncated (a time limit cut it: not terminal, its value counts)
+        # 2. play it: the reward (training: its sign), the next stack of frames (phi: make_env's wrappers), and
+        #    terminated (a terminal state, value 0; training: a lost life too) or truncated (a time limit: not terminal)
         next_obs, reward, terminated, truncated, info = env.step(action)
         global_step += 1
 
@@ -362,7 +362,7 @@ def train(args: Args, make_env=make_env):
         rb.add(obs, action, reward, next_obs, terminated, truncated)
         obs = next_obs  # TRY NOT TO MODIFY: CRUCIAL step easy to overlook (else the agent acts on an old state)
 
-        if global_step > args.learning_starts:  # not in the course's pseudocode: the Nature paper's replay start size
+        if global_step > args.learning_starts:  # not in the pseudocode: fill D first (the Nature paper's replay start)
             # 4. every `train_frequency` (4) steps, not every step: a gradient step on a random minibatch of D
             if global_step % args.train_frequency == 0:
                 batch = rb.sample(args.batch_size)
@@ -370,7 +370,7 @@ def train(args: Args, make_env=make_env):
                 if global_step % 100 == 0:
                     run.writer.add_scalar("losses/td_loss", loss, global_step)
                     run.writer.add_scalar("losses/q_values", q_mean, global_step)
-            # 5. every C = `target_network_frequency` env steps, once learning runs: copy the Q-network into the target
+            # 5. (outside step 4's if) every C = `target_network_frequency` env steps: copy the Q-network to the target
             if global_step % args.target_network_frequency == 0:
                 target_network.load_state_dict(q_network.state_dict())
 
