@@ -3,9 +3,9 @@
     python dqn_atari.py --env-id SpaceInvadersNoFrameskip-v4 --track
 
 A convolutional network takes a stack of 4 preprocessed frames and outputs one Q-value per action; the agent
-acts epsilon-greedily on them (Mnih et al. 2015). Of the course's three fixes for stable training, experience
-replay and a fixed Q-target are in both scripts; Double DQN (van Hasselt et al. 2016) is in ddqn_atari.py alone:
-this file with another TD target (`diff dqn_atari.py ddqn_atari.py`). One game, in the order of the course's
+acts epsilon-greedily on them (Mnih et al. 2015). The course's three fixes for stable training: experience replay
+and a fixed Q-target, here and in ddqn_atari.py; Double DQN (van Hasselt et al. 2016), in ddqn_atari.py alone: this
+file with another TD target (`diff dqn_atari.py ddqn_atari.py`). One game at a time, in the order of the course's
 pseudocode: act, step, store, learn, copy the target. CleanRL's flags and TensorBoard tags. Faster: dqn_atari_fast.py.
 """
 
@@ -296,7 +296,7 @@ def epsilon_greedy(q_network, obs, epsilon, n_actions, rng, device):
         return int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))  # [None]: a batch of one
 
 
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):  # the pseudocode's epsilon, decaying
     if duration <= 0:  # --exploration-fraction 0: no decay, epsilon is end-e from the first step (as in SB3)
         return end_e
     slope = (end_e - start_e) / duration
