@@ -54,7 +54,6 @@ def test_committed_agent_beats_random_actions_and_an_untrained_network(single_th
     assert np.mean(trained) > max(np.mean(random_actions), np.mean(untrained)), (trained, random_actions, untrained)
 
 
-
 def test_committed_pong_agent_beats_random_play_by_a_wide_margin(single_thread):
     """The fast path's Pong agent (docs/results.md): one game each, the agent against random actions on
     the same seed; a point is a rally won, random play loses nearly all of them, and 15 more is a wide margin."""
@@ -65,3 +64,14 @@ def test_committed_pong_agent_beats_random_play_by_a_wide_margin(single_thread):
     trained = dqn_atari.evaluate(q_network, **games)[0]
     random_actions = dqn_atari.evaluate(q_network, epsilon=1.0, **games)[0]
     assert trained >= random_actions + 15, (trained, random_actions)  # of the 42 points between -21 and +21
+
+
+def test_committed_double_dqn_agent_beats_random_play_by_a_wide_margin(single_thread):
+    """ddqn_atari.py's Space Invaders agent (docs/results.md): two games of its run's seed, the agent against
+    random actions on the same games; random play scores about 150 a game, and 3 times that is a wide margin."""
+    q_network, saved_args = dqn_atari.load_model(ROOT / "models" / "ddqn_atari_SpaceInvadersNoFrameskip-v4.pt", torch.device("cpu"))
+    assert saved_args["env_id"] == "SpaceInvadersNoFrameskip-v4" and saved_args["script"] == "ddqn_atari.py"
+    games = dict(env_id="SpaceInvadersNoFrameskip-v4", eval_episodes=2, device=torch.device("cpu"), seed=saved_args["seed"])
+    trained = np.mean(dqn_atari.evaluate(q_network, **games))
+    random_actions = np.mean(dqn_atari.evaluate(q_network, epsilon=1.0, **games))
+    assert trained >= 3 * random_actions, (trained, random_actions)
