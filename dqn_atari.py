@@ -206,7 +206,7 @@ class ReplayBatch(NamedTuple):
     actions: torch.Tensor  # (B, 1) int64: a column, for gather() in gradient_step()
     rewards: torch.Tensor  # (B,) float32
     next_observations: torch.Tensor  # (B, 4, 84, 84) uint8
-    dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated
+    dones: torch.Tensor  # (B,) float32: 1.0 where the episode terminated (in training, a lost life too)
 
 
 class SimpleReplayBuffer:
@@ -296,7 +296,7 @@ def epsilon_greedy(q_network, obs, epsilon, n_actions, rng, device):
         return int(q_network(torch.as_tensor(obs, device=device)[None]).argmax(dim=1))  # [None]: a batch of one
 
 
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int):  # the pseudocode's epsilon, decaying
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):  # epsilon, annealed as the Nature paper does
     if duration <= 0:  # --exploration-fraction 0: no decay, epsilon is end-e from the first step (as in SB3)
         return end_e
     slope = (end_e - start_e) / duration
