@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-# plumbing, before torch loads: its idle threads sleep instead of spinning (faster on a busy machine, docs/speed.md)
-if "OMP_WAIT_POLICY" not in os.environ:  # a wait policy of your own wins
+if "OMP_WAIT_POLICY" not in os.environ:  # plumbing, before torch loads: idle threads sleep, not spin (docs/speed.md)
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import ale_py
@@ -473,8 +472,7 @@ class Run:
         self.dir = Path("runs", self.name)
         self.model_path = self.dir / f"{args.exp_name}.pt"
         self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
-        # a resumed run films into a folder of its own, beside the videos of the run before it
-        resumed = f"/resumed-at-{self.start_step}" if self.state else ""
+        resumed = f"/resumed-at-{self.start_step}" if self.state else ""  # its videos beside the first leg's
         self.video_folder = f"videos/{self.name}{resumed}" if args.capture_video else None
         self.eval_video = f"videos/{self.name}-eval" if args.capture_video else None
         # TRY NOT TO MODIFY: seeding
@@ -527,8 +525,7 @@ class Run:
 
 
 def save_checkpoint(run, global_step, learner):
-    """One file, written beside the last and renamed over it (a kill leaves one whole checkpoint); it keeps every
-    array and plain value of the replay memory, so a field you add to ReplayBuffer is kept too."""
+    """One file, written beside the last and renamed over it: a kill leaves one whole checkpoint (docs/dqn.md)."""
     if not run.args.checkpoint_frequency or global_step == run.checkpoint_step:
         return
     q_network, target_network, optimizer, rng, rb = learner
@@ -612,11 +609,11 @@ def load_checkpoint(args: Args):
     except Exception as e:
         raise UsageError(f"no checkpoint could be read in '{folder}' ({type(e).__name__}): pass the folder "
                          "runs/<run_name> of a run that wrote one, or start a new run") from None
-    for name in names:  # the flags given with --resume: those that differ from their default
+    for name in names:  # the flags given with --resume: typed (main()), or in-process, not at their default
         given, flag = getattr(args, name), "--" + name.replace("_", "-")
         if name not in saved:
             print(f"the checkpoint in '{folder}' predates {flag}: the run goes on with {flag} {given}")
-        elif given == getattr(Args, name) or given == saved[name]:
+        elif given == saved[name] or (given == getattr(Args, name) and flag not in getattr(args, "typed", ())):
             continue
         elif name not in RESUME_OVERRIDES:
             raise UsageError(f"'{folder}' was trained with {flag} {saved[name]}: a resumed run keeps what it "
@@ -666,8 +663,9 @@ def eval_only(args: Args):
     model_path = resolve_model_path(args.eval_only)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     q_network, saved = load_model(model_path, device)
-    env_id, seed = saved["env_id"], args.seed if args.seed != Args.seed else saved.get("seed", args.seed)
-    if args.env_id not in (Args.env_id, env_id):
+    env_id, typed = saved["env_id"], getattr(args, "typed", ())  # typed: the flags main() saw, even at their default
+    seed = args.seed if args.seed != Args.seed or "--seed" in typed else saved.get("seed", args.seed)
+    if args.env_id != env_id and (args.env_id != Args.env_id or "--env-id" in typed):
         raise UsageError(f"'{args.eval_only}' was trained on {env_id}: it cannot play {args.env_id} (drop --env-id)")
     check_args(Args(env_id=env_id, capture_video=args.capture_video, buffer_size=Args.batch_size))  # game, video
     video = f"videos/{env_id.replace('/', '-')}__{args.exp_name}-eval__{seed}__{int(time.time())}"
@@ -677,8 +675,10 @@ def eval_only(args: Args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args, unknown = tyro.cli(Args, args=sys.argv[1:] if argv is None else argv, return_unknown_args=True)
+        args, unknown = tyro.cli(Args, args=argv, return_unknown_args=True)
+        args.typed = {word.split("=")[0].replace("--no-", "--") for word in argv}  # given, even at their default
         if unknown:  # one line (tyro's own message is a box), with the closest flag
             word = unknown[0].split("=")[0]
             names = [f"--{prefix}{field.name.replace('_', '-')}" for field in fields(Args) for prefix in ("", "no-")]

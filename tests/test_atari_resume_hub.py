@@ -111,6 +111,7 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_last_one_whole(first_leg
 BAD_RESUME = {  # case: (flags, what the one error line names)
     "missing folder": (["--resume", "runs/missing"], ["runs/missing"]),
     "what it learns with": (["--learning-rate", "0.0005"], ["--learning-rate 0.001", "drop --learning-rate 0.0005"]),
+    "the same, typed at its default": (["--learning-rate=0.0001"], ["--learning-rate 0.001", "drop --learning-rate 0.0001"]),
     "another game": (["--env-id", "PongNoFrameskip-v4"], ["--env-id SpaceInvadersNoFrameskip-v4"]),
     "a total below the checkpoint": (["--total-timesteps", "500"], ["600", "--total-timesteps"]),
 }

@@ -238,7 +238,7 @@ def test_eval_only_refuses_another_game(space_invaders_runs, tmp_path, monkeypat
 
 def test_the_printed_eval_only_command_replays_the_score_of_a_seed_3_run(tmp_path, monkeypatch, capsys):
     """The run prints how to evaluate its model, and that command plays its evaluation's games (the seed
-    saved with the model, 3, not the default 1): the same score. --seed picks other games."""
+    saved with the model, 3, not the default 1): the same score. --seed picks other games, even --seed 1."""
     monkeypatch.chdir(tmp_path)
     dqn_atari.main(["--save-model", "--seed", "3", "--eval-episodes", "1", "--no-cuda", *TINY_RUN])
     out = capsys.readouterr().out
@@ -253,6 +253,8 @@ def test_the_printed_eval_only_command_replays_the_score_of_a_seed_3_run(tmp_pat
     q_network, _ = dqn_atari.load_model(shlex.split(commands[0])[1], torch.device("cpu"))
     seed_2 = dqn_atari.evaluate(q_network, "SpaceInvadersNoFrameskip-v4", 1, torch.device("cpu"), seed=2)
     assert scores_printed(typed) == seed_2 and ", seed 2" in typed, typed
+    dqn_atari.main([*shlex.split(commands[0]), "--eval-episodes", "1", "--no-cuda", "--seed", "1"])  # the default, typed
+    assert ", seed 1" in capsys.readouterr().out
 
 
 def test_same_seed_same_run(space_invaders_runs):
