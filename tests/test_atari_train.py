@@ -217,8 +217,9 @@ def scores_printed(out):
 
 
 def test_eval_only_refuses_another_game(space_invaders_runs, tmp_path, monkeypatch, capsys):
-    """A Space Invaders network cannot play Pong: --env-id of another game is one error line; --env-id of the
-    model's own game is no contradiction."""
+    """A Space Invaders network cannot play Pong: --env-id of another game is one error line, even when that game
+    is the default one (the Pong agent in models/ and a typed --env-id SpaceInvadersNoFrameskip-v4); --env-id of
+    the model's own game is no contradiction."""
     folder, result, _ = space_invaders_runs[0]
     model = str(folder / result["model_path"])
     monkeypatch.chdir(tmp_path)
@@ -230,6 +231,12 @@ def test_eval_only_refuses_another_game(space_invaders_runs, tmp_path, monkeypat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "SpaceInvadersNoFrameskip-v4" in lines[0] and "PongNoFrameskip-v4" in lines[0], lines[0]
+    assert not scores_printed(out), "nothing may be played"
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_atari.main(["--eval-only", str(ROOT / "models" / "dqn_atari_PongNoFrameskip-v4.pt"), "--env-id",
+                        "SpaceInvadersNoFrameskip-v4", "--no-cuda"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "trained on PongNoFrameskip-v4" in err, err
     assert not scores_printed(out), "nothing may be played"
     dqn_atari.main(["--eval-only", model, "--env-id", "SpaceInvadersNoFrameskip-v4", "--eval-episodes", "1", "--no-cuda"])
     assert scores_printed(capsys.readouterr().out) == result["eval_returns"]
